@@ -1,0 +1,261 @@
+"""Decoding audio files to float32 mono at a fixed rate, with volume normalisation.
+
+WAV, FLAC, OGG and MP3 are decoded by soundfile (libsndfile); M4A, AAC, MP4 and anything
+libsndfile cannot read by PyAV (FFmpeg's libraries inside the wheel, no system ffmpeg).
+Resampling uses soxr (VHQ). Multi-channel audio is down-mixed by averaging the channels.
+
+Volume normalisation (the paper normalises volume before the spectrum) is RMS normalisation
+over the active part of the signal: frames of 20 ms whose energy is within 40 dB of the
+loudest frame are "active"; the whole signal is scaled so their RMS is ``target_dbfs``
+(-25 dBFS by default), then scaled down if needed so the peak does not exceed 0.999.
+``normalize="peak"`` scales the peak to 0.95 instead; ``normalize="none"`` keeps the levels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+SILENCE_DBFS = -90.0
+
+Normalization = Literal["rms", "peak", "none"]
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+
+class SilentAudioError(AudioError):
+    """The audio holds no signal (peak below -90 dBFS)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds before decoding: native rate, channels and duration in seconds."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Rate, channels and length of an audio file without decoding it all.
+
+    Raises:
+        AudioError: the file is missing, empty or not a readable audio file.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        try:
+            info = sf.info(str(path))
+            return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+        except (sf.LibsndfileError, RuntimeError) as err:
+            if path.suffix.lower() in {".wav", ".flac", ".ogg", ".oga"}:
+                raise AudioError(f"{path}: not a readable audio file ({err})") from err
+    return _probe_av(path)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    normalize: Normalization = "rms",
+    target_dbfs: float = -25.0,
+    allow_silence: bool = False,
+) -> np.ndarray:
+    """Decode an audio file to float32 mono at ``sample_rate``, volume normalised.
+
+    Returns:
+        wave: (N,) float32 in [-1, 1].
+
+    Raises:
+        AudioError: missing, zero-length, corrupt or undecodable file, or NaN/inf samples.
+        SilentAudioError: all-silent audio (unless ``allow_silence``).
+    """
+    path = Path(path)
+    wave, rate = decode(path)
+    return prepare_wave(
+        wave, rate, sample_rate=sample_rate, normalize=normalize, target_dbfs=target_dbfs,
+        allow_silence=allow_silence, name=str(path),
+    )
+
+
+def prepare_wave(
+    wave: np.ndarray,
+    rate: int,
+    sample_rate: int = SAMPLE_RATE,
+    normalize: Normalization = "rms",
+    target_dbfs: float = -25.0,
+    allow_silence: bool = False,
+    name: str = "audio",
+) -> np.ndarray:
+    """Down-mix, resample and normalise an in-memory signal, as ``load_audio`` does for files.
+
+    Args:
+        wave: (N,) mono or (N, C) multi-channel samples, float or int.
+        rate: its sample rate in Hz.
+        name: how error messages call it.
+
+    Returns:
+        (N',) float32 at ``sample_rate``.
+    """
+    wave = np.asarray(wave)
+    if np.issubdtype(wave.dtype, np.integer):
+        wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
+    wave = wave.astype(np.float32, copy=False)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)  # down-mix (N, C) -> (N,)
+    if wave.ndim != 1:
+        raise AudioError(f"{name}: expected (samples,) or (samples, channels), got {wave.shape}")
+    if wave.size == 0:
+        raise AudioError(f"{name}: holds no samples (zero-length audio)")
+    if not np.isfinite(wave).all():
+        bad = int((~np.isfinite(wave)).sum())
+        raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite")
+    if rate <= 0:
+        raise AudioError(f"{name}: invalid sample rate {rate}")
+    if rate != sample_rate:
+        wave = soxr.resample(wave, rate, sample_rate, quality="VHQ").astype(np.float32)
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak <= 10 ** (SILENCE_DBFS / 20):
+        if not allow_silence:
+            raise SilentAudioError(f"{name}: is silent (peak below {SILENCE_DBFS:.0f} dBFS)")
+        return wave
+    return normalize_volume(wave, sample_rate, normalize, target_dbfs)
+
+
+def normalize_volume(
+    wave: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    method: Normalization = "rms",
+    target_dbfs: float = -25.0,
+) -> np.ndarray:
+    """Scale ``wave`` (N,) to a fixed loudness; see the module docstring for the rule."""
+    if method == "none":
+        return wave
+    peak = float(np.max(np.abs(wave)))
+    if peak == 0.0:
+        return wave
+    if method == "peak":
+        return (wave * (0.95 / peak)).astype(np.float32)
+    if method != "rms":
+        raise ValueError(f"unknown normalisation '{method}' (rms, peak or none)")
+    frame = max(1, int(0.02 * sample_rate))
+    n = len(wave) // frame
+    if n >= 1:
+        energy = np.mean(wave[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)
+        active = energy >= energy.max() * 1e-4  # within 40 dB of the loudest frame
+        rms = float(np.sqrt(energy[active].mean()))
+    else:
+        rms = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)))
+    gain = 10 ** (target_dbfs / 20) / max(rms, 1e-12)
+    gain = min(gain, 0.999 / peak)
+    return (wave * gain).astype(np.float32)
+
+
+def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode a file at its native rate.
+
+    Returns:
+        wave: (N, C) float32, rate: int.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        try:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            return data, int(rate)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            if path.suffix.lower() in {".wav", ".flac", ".ogg", ".oga"}:
+                raise AudioError(f"{path}: not a readable audio file ({err})") from err
+            # an MP3 or other container libsndfile refuses: let FFmpeg try
+    return _decode_av(path)
+
+
+def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write (N,) float audio as 16-bit PCM (WAV/FLAC by suffix), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
+    sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16"
+             if fmt != "OGG" else "VORBIS", format=fmt)
+    os.replace(tmp, path)
+    return path
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise AudioError(f"{path}: is not a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
+
+
+def _probe_av(path: Path) -> AudioInfo:
+    """Rate, channels and length from the container's header (no full decode)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = [s for s in container.streams if s.type == "audio"]
+            if not streams:
+                raise AudioError(f"{path}: holds no audio stream")
+            stream = streams[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            channels = int(stream.codec_context.channels or 1)
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000  # microseconds
+            else:
+                seconds = 0.0
+    except AudioError:
+        raise
+    except Exception as err:
+        raise AudioError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
+    if rate <= 0:
+        raise AudioError(f"{path}: audio stream has no sample rate")
+    return AudioInfo(rate, channels, round(seconds * rate))
+
+
+def _decode_av(path: Path) -> tuple[np.ndarray, int]:
+    """Decode with PyAV; (N, C) float32 and the native rate."""
+    import av  # imported lazily: FFmpeg's libraries are only loaded when needed
+
+    try:
+        with av.open(str(path)) as container:
+            streams = [s for s in container.streams if s.type == "audio"]
+            if not streams:
+                raise AudioError(f"{path}: holds no audio stream")
+            stream = streams[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            chunks = []
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray()
+                # planar (C, n) -> (n, C); packed (1, n*C) interleaved -> (n, C)
+                n_ch = len(frame.layout.channels)
+                arr = arr.T if frame.format.is_planar else arr.reshape(-1, n_ch)
+                if np.issubdtype(arr.dtype, np.integer):
+                    arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+                chunks.append(arr.astype(np.float32))
+    except AudioError:
+        raise
+    except Exception as err:  # PyAV raises many error types (InvalidDataError, ValueError...)
+        raise AudioError(f"{path}: could not be decoded ({type(err).__name__}: {err})") from err
+    if not chunks:
+        raise AudioError(f"{path}: holds no samples (zero-length audio)")
+    return np.concatenate(chunks, axis=0), rate

@@ -1,0 +1,53 @@
+"""One entry point over every corpus importer, for the CLI and for scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from optin.corpora.importing import ImportReport, OnError
+
+CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "librispeech", "voxceleb2", "csv")
+
+
+def import_corpus(
+    corpus: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike | None,
+    on_error: OnError = "fail",
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+    audio_root: str | os.PathLike | None = None,
+    protocol: str | None = None,
+    progress: bool = True,
+) -> ImportReport:
+    """Import ``src`` with the named corpus's importer and write the manifest to ``out``.
+
+    ``columns``, ``audio_root`` and ``protocol`` apply to the generic ``csv`` importer only.
+    """
+    src = Path(src)
+    common = {"out": out, "on_error": on_error, "seed": seed, "progress": progress}
+    if corpus != "csv" and (columns or audio_root or protocol):
+        raise ValueError("--map, --audio-root and --protocol apply to the csv importer only")
+    if corpus == "ravdess":
+        from optin.corpora.ravdess import prepare_ravdess
+
+        return prepare_ravdess(src, **common)
+    if corpus == "emovdb":
+        from optin.corpora.emovdb import prepare_emovdb
+
+        return prepare_emovdb(src, **common)
+    if corpus == "librispeech":
+        from optin.corpora.librispeech import prepare_librispeech
+
+        return prepare_librispeech(src, **common)
+    if corpus == "voxceleb2":
+        from optin.corpora.voxceleb2 import prepare_voxceleb2
+
+        return prepare_voxceleb2(src, **common)
+    if corpus == "csv":
+        from optin.corpora.csv_import import prepare_csv
+
+        return prepare_csv(src, columns=columns, audio_root=audio_root, protocol=protocol,
+                           **common)
+    raise ValueError(f"unknown corpus '{corpus}'; choose one of {', '.join(CORPORA)}")

@@ -1,0 +1,25 @@
+"""Networks as plain ``nn.Module`` files: each holds its module and its config dataclass."""
+
+from optin.models.deepspeech2 import (
+    BatchRNN,
+    DeepSpeech2Classifier,
+    DeepSpeech2Config,
+    MaskConv,
+    SequenceWise,
+    conv_output_freq,
+    conv_output_length,
+    utterance_posteriors,
+    vote,
+)
+
+__all__ = [
+    "BatchRNN",
+    "DeepSpeech2Classifier",
+    "DeepSpeech2Config",
+    "MaskConv",
+    "SequenceWise",
+    "conv_output_freq",
+    "conv_output_length",
+    "utterance_posteriors",
+    "vote",
+]
