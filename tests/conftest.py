@@ -21,3 +21,13 @@ def voiced(seconds: float = 1.0, rate: int = 16000, f0: float = 140.0, seed: int
 @pytest.fixture
 def vowel() -> np.ndarray:
     return voiced()
+
+
+@pytest.fixture(scope="session")
+def quick_corpus(tmp_path_factory):
+    """The built-in quick corpus, synthesized once per test session; returns manifest.csv."""
+    from optin.corpora.synth import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("quick_corpus")
+    report = synthesize_corpus(out, quick=True, progress=False)
+    return report.out

@@ -1,11 +1,14 @@
 """The ``optin`` command line: argument parsing only; every command is one call into the API.
 
-Logs and progress go to stderr; results that scripts read go to stdout.
+Logs and progress go to stderr; results that scripts read go to stdout. Errors about the
+user's input print one line naming the file or field and exit with status 2
+(``OPTIN_DEBUG=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +35,7 @@ def _data_synth(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in (("speakers", args.speakers), ("sentences", args.sentences))
               if v is not None}
     report = synthesize_corpus(args.out, seed=args.seed, quick=args.quick,
-                               progress=not args.quiet, **kwargs)
+                               progress=not args.quiet, workers=args.workers, **kwargs)
     print(report.summary())
     return 0
 
@@ -85,6 +88,56 @@ def _data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_classifier(args: argparse.Namespace) -> int:
+    from optin.training.classifier import preset_config, train_classifier
+
+    config = preset_config(
+        args.attribute, args.preset, role=args.role, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+        workers=args.workers, device=args.device, segment_length=args.segment_length,
+        segment_hop=args.segment_hop, conv_channels=args.conv_channels,
+        hidden_size=args.hidden_size, rnn_layers=args.rnn_layers, rnn_type=args.rnn_type,
+        vote=args.vote, balanced=None if args.balanced is None else args.balanced == "on",
+        amp=None if args.amp is None else args.amp == "on",
+        checkpoint_every=args.checkpoint_every,
+    )
+    final = train_classifier(args.manifest, config, args.out, progress=not args.quiet,
+                             cache_root=args.cache_dir)
+    valid = final["metrics"]["valid"]
+    print(f"{args.out}: {config.role} for '{args.attribute}', selected epoch "
+          f"{final['training']['best_epoch']}, valid utterance accuracy "
+          f"{valid['utterance_accuracy']:.3f} (chance {valid['chance']:.3f}); "
+          f"{final['training']['stopped']}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from optin.training.classifier import evaluate_classifier
+
+    result = evaluate_classifier(args.model, args.manifest, split=args.split,
+                                 progress=not args.quiet, cache_root=args.cache_dir,
+                                 device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"model {result['model']} on split '{result['split']}' "
+          f"({result['utterances']} utterances, {result['segments']} segments), "
+          f"attribute '{result['attribute']}'")
+    print(f"  segment accuracy   {result['segment_accuracy']:.4f}")
+    print(f"  utterance accuracy {result['utterance_accuracy']:.4f}")
+    print(f"  balanced accuracy  {result['balanced_accuracy']:.4f}")
+    print(f"  chance (majority)  {result['chance']:.4f}")
+    classes = result["classes"]
+    width = max(8, *(len(c) for c in classes))
+    print("  confusion (rows: true, columns: predicted)")
+    print("  " + " " * width + " " + " ".join(f"{c[:width]:>{width}}" for c in classes))
+    for name, row in zip(classes, result["confusion"], strict=True):
+        print(f"  {name:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from optin.demo import run_demo
 
@@ -131,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(dsub, "synth", _data_synth, "synthesize the built-in eSpeak NG voice corpus")
     p.add_argument("out", type=Path, help="output folder (audio + manifest.csv)")
-    p.add_argument("--speakers", type=int, help="number of speakers (even; default 24)")
-    p.add_argument("--sentences", type=int, help="sentences per speaker and emotion (default 10)")
+    p.add_argument("--speakers", type=int,
+                   help="number of speakers, alternating female/male (default 24; 8 with --quick)")
+    p.add_argument("--sentences", type=int,
+                   help="sentences per speaker and emotion (default 10; 6 with --quick)")
+    p.add_argument("--workers", type=int, help="synthesis processes (default: by corpus size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small version for tests and demos")
 
@@ -156,6 +212,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", type=Path)
     p.add_argument("--no-check", action="store_true", help="do not check the audio files exist")
 
+    train = sub.add_parser("train", help="train a model")
+    tsub = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    for role, text in (("target", "train the target model T (a DeepSpeech2 classifier)"),
+                       ("attacker", "train an attacker (the same classifier on other data)")):
+        p = add(tsub, role, _train_classifier, text)
+        p.set_defaults(role=role)
+        p.add_argument("--manifest", type=Path, required=True)
+        p.add_argument("--attribute", required=True, help="manifest column to classify")
+        p.add_argument("--out", type=Path, required=True, help="run / checkpoint folder")
+        p.add_argument("--preset", choices=["quick", "paper"], default="quick")
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--lr", type=float)
+        p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--workers", type=int, help="DataLoader worker processes")
+        p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+        p.add_argument("--segment-length", type=int, help="frames per segment (10 ms each)")
+        p.add_argument("--segment-hop", type=int)
+        p.add_argument("--conv-channels", type=int)
+        p.add_argument("--hidden-size", type=int)
+        p.add_argument("--rnn-layers", type=int)
+        p.add_argument("--rnn-type", choices=["gru", "lstm"])
+        p.add_argument("--vote", choices=["majority", "mean"])
+        p.add_argument("--balanced", choices=["on", "off"], help="class-balanced sampling")
+        p.add_argument("--amp", choices=["on", "off"], help="mixed precision on a GPU")
+        p.add_argument("--checkpoint-every", type=int,
+                       help="save the training state every N steps (default 50)")
+        p.add_argument("--cache-dir", type=Path)
+
+    p = add(sub, "eval", _eval, "evaluate a classifier on a split of a manifest")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", type=Path)
+
     p = add(sub, "demo", _demo, "run the main job end to end on the built-in corpus")
     p.add_argument("--out", type=Path, default=Path("optin-demo"), help="output folder")
     return parser
@@ -164,12 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optin`` program."""
     from optin.audio.io import AudioError
+    from optin.corpora.espeak import ESpeakError
     from optin.corpora.manifest import ManifestError
+    from optin.training.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, AudioError, FileNotFoundError, FileExistsError) as err:
+    except (ManifestError, AudioError, CheckpointError, ESpeakError, FileNotFoundError,
+            FileExistsError, ValueError) as err:
+        if os.environ.get("OPTIN_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

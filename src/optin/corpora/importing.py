@@ -35,6 +35,7 @@ class ImportReport:
     out: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (file or folder, reason)
+    warnings: list[str] = field(default_factory=list)  # labels the metadata did not give
 
     def summary(self) -> str:
         """A few lines for a person: rows written, files skipped and not understood."""
@@ -52,8 +53,9 @@ class ImportReport:
             lines += [f"    {p}: {why}" for p, why in self.skipped[:20]]
             if len(self.skipped) > 20:
                 lines.append(f"    ... and {len(self.skipped) - 20} more")
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.ignored:
-            lines.append(f"  ignored {len(self.ignored)} path(s) not understood:")
+            lines.append(f"  left out {len(self.ignored)} path(s):")
             lines += [f"    {p}: {why}" for p, why in self.ignored[:20]]
             if len(self.ignored) > 20:
                 lines.append(f"    ... and {len(self.ignored) - 20} more")
@@ -96,7 +98,8 @@ def check_audio_files(
             if problem is None:
                 kept.append(row)
             elif on_error == "fail":
-                raise AudioError(problem + " (use --on-error skip to leave such files out)")
+                raise AudioError(problem + " (on_error='skip' / --on-error skip leaves such "
+                                 "files out and reports them)")
             else:
                 skipped.append((str(path_of(row)), problem))
     return kept, skipped
@@ -143,4 +146,20 @@ def finish_import(
     out_path = manifest.write(out) if out is not None else None
     if out_path is not None:
         manifest = Manifest.read(out_path, check_files=False)
-    return ImportReport(manifest=manifest, out=out_path, skipped=skipped, ignored=ignored or [])
+    return ImportReport(manifest=manifest, out=out_path, skipped=skipped, ignored=ignored or [],
+                        warnings=missing_label_warnings(manifest))
+
+
+def missing_label_warnings(manifest: Manifest, columns: tuple[str, ...] = ("gender", "emotion")
+                           ) -> list[str]:
+    """One line per label column that some speakers have no value for in the metadata."""
+    warnings = []
+    for col in columns:
+        if col not in manifest.columns or not any(manifest.column(col)):
+            continue
+        speakers = sorted({r["speaker"] for r in manifest.rows if not r[col]})
+        if speakers:
+            shown = ", ".join(speakers[:8]) + (" ..." if len(speakers) > 8 else "")
+            warnings.append(f"{len(speakers)} speaker(s) have no '{col}' in the corpus "
+                            f"metadata ({shown}); their rows have an empty {col}")
+    return warnings

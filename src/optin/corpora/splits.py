@@ -82,7 +82,7 @@ def assign_split(
             speakers_of[_speaker_stratum(manifest, row["speaker"], stratify)].add(row["speaker"])
         split_of_speaker: dict[str, str] = {}
         for key in sorted(speakers_of):
-            for spk, name in zip(*_cut(sorted(speakers_of[key]), shares, rng), strict=True):
+            for spk, name in zip(*cut_shares(sorted(speakers_of[key]), shares, rng), strict=True):
                 split_of_speaker[spk] = name
         for i in free:
             labels[i] = split_of_speaker[manifest.rows[i]["speaker"]]
@@ -92,7 +92,7 @@ def assign_split(
             strata[tuple(manifest.rows[i][c] for c in stratify)].append(i)
         for key in sorted(strata):
             members = sorted(strata[key], key=lambda i: manifest.rows[i]["id"])
-            for i, name in zip(*_cut(members, shares, rng), strict=True):
+            for i, name in zip(*cut_shares(members, shares, rng), strict=True):
                 labels[i] = name
     return manifest.with_column("split", labels)
 
@@ -110,8 +110,8 @@ def _speaker_stratum(manifest: Manifest, speaker: str, stratify: Sequence[str]) 
     return values.pop()
 
 
-def _cut(items: list, shares: Sequence[tuple[str, float]], rng: random.Random
-         ) -> tuple[list, list[str]]:
+def cut_shares(items: list, shares: Sequence[tuple[str, float]], rng: random.Random
+               ) -> tuple[list, list[str]]:
     """Shuffle ``items`` and label them by rounding cumulative shares.
 
     A stratum with at least as many items as there are splits with a positive share gives
@@ -142,3 +142,27 @@ def split_summary(manifest: Manifest) -> dict[str, dict[str, int]]:
         rows = [r for r in manifest.rows if r.get("split") == name]
         out[name] = {"rows": len(rows), "speakers": len({r["speaker"] for r in rows})}
     return out
+
+
+def carve_valid(manifest: Manifest, valid_fraction: float, seed: int) -> Manifest:
+    """Divide the rows marked ``train`` speaker-disjointly into train and valid.
+
+    Rows already marked ``valid`` or ``test`` keep their split; the train pool is split by
+    ``assign_split(..., "speaker-disjoint")`` (stratified by gender) with no test share, which
+    is what ``keep_test=True`` does, but it also works when there are no test rows.
+
+    Raises:
+        ManifestError: a speaker has rows both in the training pool and in valid or test.
+    """
+    pool = manifest.filter(lambda r: r["split"] == "train")
+    if len(pool) == 0:
+        return manifest
+    held_out = {r["speaker"] for r in manifest if r["split"] in ("valid", "test")}
+    shared = sorted(held_out & set(pool.column("speaker")))
+    if shared:
+        raise ManifestError(f"speaker(s) {', '.join(shared[:5])} have rows in the training pool "
+                            "and in valid or test; the split would not be speaker-disjoint")
+    carved = assign_split(pool, "speaker-disjoint", test_fraction=0.0,
+                          valid_fraction=valid_fraction, seed=seed)
+    split_of = {r["id"]: r["split"] for r in carved}
+    return manifest.with_column("split", [split_of.get(r["id"], r["split"]) for r in manifest])

@@ -1,0 +1,241 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors``, and resumable training state.
+
+A checkpoint folder holds everything that rebuilds a model: its kind, architecture, feature
+settings, label names, provenance and metrics in ``config.json``, and its tensors (parameters
+and buffers such as batch-norm statistics) in ``model.safetensors``. ``config.json`` also records
+the SHA-256 of the weights file, so a tampered or truncated file is refused. Nothing is ever
+unpickled: tensors come from safetensors, everything else from JSON.
+
+Training state (optimizer, scheduler, RNG, position in the epoch) is stored the same way under
+``<run>/train_state/`` by :func:`save_state` / :func:`load_state`: nested dicts and lists go to
+JSON with each tensor replaced by a reference into one safetensors file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from optin import __version__
+from optin.audio.features import FeatureConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used; the message names the folder and the field."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    state_dict: dict[str, Tensor],
+    config: dict[str, Any],
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically each).
+
+    ``config`` must hold ``kind`` and ``architecture``; ``format``, ``code_version``,
+    ``created`` and ``weights_sha256`` are added.
+    """
+    for key in ("kind", "architecture"):
+        if key not in config:
+            raise ValueError(f"checkpoint config needs '{key}'")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_NAME
+    tmp = directory / f".{WEIGHTS_NAME}.tmp"
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION)})
+    os.replace(tmp, weights)
+    full = {
+        "format": FORMAT_VERSION,
+        **config,
+        "code_version": __version__,
+        "created": config.get("created") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "weights_sha256": sha256_file(weights),
+    }
+    write_json(directory / CONFIG_NAME, full)
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder."""
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a checkpoint folder)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    kind: str | None = None,
+    features: FeatureConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read and check a checkpoint folder.
+
+    Args:
+        kind: the expected ``kind`` (refused otherwise).
+        features: the feature settings the caller will feed; refused if they differ.
+
+    Returns:
+        (config, state_dict) with tensors on the CPU.
+    """
+    directory = Path(directory)
+    config = read_config(directory)
+    if kind is not None and config.get("kind") != kind:
+        raise CheckpointError(
+            f"{directory}: is a '{config.get('kind')}' checkpoint, expected '{kind}'"
+        )
+    if features is not None:
+        check_features(directory, config, features)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_NAME}")
+    expected = config.get("weights_sha256")
+    if expected is None:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: no 'weights_sha256' field")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise CheckpointError(
+            f"{weights}: SHA-256 {actual[:12]}... does not match config.json's "
+            f"weights_sha256 {expected[:12]}... (file changed or damaged)"
+        )
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises SafetensorError and others
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    return config, state
+
+
+def check_features(directory: Path, config: dict[str, Any], features: FeatureConfig) -> None:
+    """Refuse a checkpoint whose feature settings differ from ``features``, naming the fields."""
+    stored = config.get("features")
+    if stored is None:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: no 'features' field")
+    asked = features.to_dict()
+    diff = [f"{k}: checkpoint {stored.get(k)!r}, asked {asked[k]!r}"
+            for k in asked if stored.get(k) != asked[k]]
+    extra = sorted(set(stored) - set(asked))
+    if diff or extra:
+        raise CheckpointError(
+            f"{directory}: feature settings differ from the ones asked for ("
+            + "; ".join(diff + [f"unknown field {k}" for k in extra]) + ")"
+        )
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: Path) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the folder and the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise CheckpointError(f"{where}: weights do not fit the architecture in config.json ("
+                              + "; ".join(parts) + ")")
+    module.load_state_dict(state, strict=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- training state
+def _flatten(obj: Any, tensors: dict[str, Tensor], prefix: str) -> Any:
+    if isinstance(obj, Tensor):
+        key = prefix or "t"
+        tensors[key] = obj.detach().to("cpu").contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten(k, tensors, f"{prefix}.k{i}"),
+                              _flatten(v, tensors, f"{prefix}.{i}")]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, list | tuple):
+        return {"__list__": [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            items = [_unflatten(v, tensors) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+    return obj
+
+
+def save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Store a nested training state (tensors, numbers, strings, lists, dicts) safely.
+
+    Written to a temporary folder, then swapped in, so a kill leaves the old or the new state.
+    """
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors: dict[str, Tensor] = {}
+    structure = _flatten(state, tensors, "s")
+    save_file(tensors, str(tmp / "state.safetensors"))
+    write_json(tmp / "state.json", structure)
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_state(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The state stored by :func:`save_state`, or None when there is none."""
+    directory = Path(directory)
+    if not (directory / "state.json").is_file():
+        old = directory.with_name(directory.name + ".old")  # killed between the two renames
+        if (old / "state.json").is_file():
+            directory = old
+        else:
+            return None
+    tensors = load_file(str(directory / "state.safetensors"))
+    return _unflatten(json.loads((directory / "state.json").read_text()), tensors)

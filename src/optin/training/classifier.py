@@ -1,0 +1,553 @@
+"""Training and loading the DeepSpeech2 attribute classifier (the target model and attackers).
+
+``train_classifier`` fits on the manifest's ``train`` split and selects on ``valid`` (never on
+``test``): class-balanced sampling, AdamW, gradient clipping, a plateau learning-rate
+schedule, early stopping on validation utterance accuracy (ties: loss lower by 1e-3),
+``metrics.csv`` per epoch, and resume after a kill (the training state is saved every
+``checkpoint_every`` steps and at every epoch end; rerunning the same call continues).
+
+The selected model is written to the run folder as a checkpoint (``config.json`` +
+``model.safetensors``); :class:`Classifier` loads it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from optin.audio.features import FeatureConfig
+from optin.audio.segments import SegmentConfig
+from optin.corpora.feature_cache import FeatureCache
+from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
+from optin.corpora.splits import cut_shares
+from optin.evaluation.metrics import accuracy, balanced_accuracy, chance_level, confusion_matrix
+from optin.models.deepspeech2 import (
+    DeepSpeech2Classifier,
+    DeepSpeech2Config,
+    utterance_posteriors,
+    vote,
+)
+from optin.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_module_state,
+    load_state,
+    save_checkpoint,
+    save_state,
+    write_json,
+)
+from optin.training.data import (
+    BalancedSampler,
+    FeatureStore,
+    RandomCropDataset,
+    collate_segments,
+    eval_batches,
+    segment_count,
+)
+
+KIND = "deepspeech2-classifier"
+LOSS_MIN_DELTA = 1e-3  # a tie on accuracy counts as better only if the loss drops by this
+ROLES = ("target", "attacker")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """Everything that decides a classifier run (stored in the run folder and checkpoint)."""
+
+    attribute: str
+    role: str = "target"
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    patience: int = 4
+    balanced: bool = True
+    draws_per_epoch: int | None = None  # default: segments in the training split
+    segment_length: int = 100
+    segment_hop: int = 50
+    conv_channels: int = 16
+    hidden_size: int = 64
+    rnn_layers: int = 3
+    rnn_type: str = "gru"
+    vote: str = "majority"
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 50
+    valid_fraction: float = 0.1  # used only when the manifest's valid split cannot serve
+    features: dict[str, Any] = field(default_factory=lambda: FeatureConfig().to_dict())
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not '{self.role}'")
+        if self.vote not in ("majority", "mean"):
+            raise ValueError("vote must be 'majority' or 'mean'")
+
+    @property
+    def segments(self) -> SegmentConfig:
+        return SegmentConfig(self.segment_length, self.segment_hop)
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.features)
+
+    def run_settings(self) -> dict[str, Any]:
+        """Settings that must match to resume a run (workers and device may change)."""
+        data = asdict(self)
+        for key in ("workers", "device", "checkpoint_every"):
+            data.pop(key)
+        return data
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # minutes on a 2-core CPU for the built-in quick corpus
+    "quick": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "patience": 4, "rnn_layers": 2},
+    # the paper's model size (C = 16, H = 64), trained to convergence
+    "paper": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "patience": 8, "rnn_layers": 3},
+}
+
+
+def preset_config(attribute: str, preset: str = "quick", **overrides: Any) -> ClassifierTrainConfig:
+    """A training config from a named preset with explicit overrides (None values ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in fields(ClassifierTrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    return ClassifierTrainConfig(attribute=attribute, **values)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------- the trained model
+class Classifier:
+    """A trained DeepSpeech2 attribute classifier with its labels, features and segments."""
+
+    def __init__(self, model: DeepSpeech2Classifier, encoder: LabelEncoder,
+                 features: FeatureConfig, segments: SegmentConfig, vote_method: str = "majority",
+                 config: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.features = features
+        self.segments = segments
+        self.vote_method = vote_method
+        self.config = config or {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, features: FeatureConfig | None = None,
+             device: str | torch.device = "cpu") -> Classifier:
+        """Load a checkpoint folder; refuse it if its feature settings differ from ``features``."""
+        directory = Path(directory)
+        config, state = load_checkpoint(directory, kind=KIND, features=features)
+        try:
+            arch = DeepSpeech2Config.from_dict(config["architecture"])
+            labels = config["labels"]
+            encoder = LabelEncoder(attribute=labels["attribute"], classes=tuple(labels["classes"]))
+            feats = FeatureConfig.from_dict(config["features"])
+            segs = SegmentConfig(**config["segments"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{directory / 'config.json'}: bad or missing field ({err})"
+                                  ) from err
+        if arch.n_classes != len(encoder):
+            raise CheckpointError(f"{directory}: {arch.n_classes} outputs but "
+                                  f"{len(encoder)} class names")
+        model = DeepSpeech2Classifier(arch)
+        load_module_state(model, state, directory)
+        model.to(device).eval()
+        return cls(model, encoder, feats, segs, config.get("vote", "majority"), config)
+
+    @torch.no_grad()
+    def predict(self, store: FeatureStore, transform: Callable[[Tensor], Tensor] | None = None,
+                batch_segments: int = 256, progress: bool = False) -> dict[str, Tensor]:
+        """Segment and utterance predictions for every row of a store.
+
+        Returns a dict with ``segment_logits`` (S, K), ``segment_utterance`` (S,),
+        ``utterance_pred`` (U,) by the checkpoint's vote and ``utterance_posteriors`` (U, K).
+        """
+        self.model.eval()
+        logits, index = [], []
+        total = segment_count(store, self.segments)
+        bar = tqdm(total=total, desc="predict", unit="seg", disable=not progress, leave=False)
+        for x, lengths, utt in eval_batches(store, self.segments, batch_segments, transform):
+            out = self.model(x.to(self.device), lengths.to(self.device)).float().cpu()
+            logits.append(out)
+            index.append(utt)
+            bar.update(len(utt))
+        bar.close()
+        seg_logits = torch.cat(logits)
+        seg_utt = torch.cat(index)
+        n = len(store)
+        return {
+            "segment_logits": seg_logits,
+            "segment_utterance": seg_utt,
+            "utterance_pred": vote(seg_logits, seg_utt, n, method=self.vote_method),
+            "utterance_posteriors": utterance_posteriors(seg_logits, seg_utt, n),
+        }
+
+
+def score(predictions: dict[str, Tensor], labels: Tensor, classes: tuple[str, ...]
+          ) -> dict[str, Any]:
+    """Segment/utterance accuracy, balanced accuracy, confusion matrix and chance level."""
+    k = len(classes)
+    seg_truth = labels[predictions["segment_utterance"]]
+    seg_pred = predictions["segment_logits"].argmax(dim=1)
+    utt_pred = predictions["utterance_pred"]
+    conf = confusion_matrix(labels, utt_pred, k)
+    return {
+        "utterances": int(labels.numel()),
+        "segments": int(seg_truth.numel()),
+        "segment_accuracy": accuracy(seg_truth, seg_pred),
+        "utterance_accuracy": accuracy(labels, utt_pred),
+        "balanced_accuracy": balanced_accuracy(conf),
+        "chance": chance_level(labels),
+        "classes": list(classes),
+        "confusion": conf.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------- training
+def _select_validation(manifest: Manifest, train: Manifest, encoder: LabelEncoder,
+                       cfg: ClassifierTrainConfig) -> tuple[Manifest, str]:
+    """The validation rows, and a note on where they came from."""
+    known = set(encoder.classes)
+    valid = manifest.where(split="valid") if "split" in manifest.columns else None
+    if valid is not None and len(valid):
+        usable = valid.filter(lambda r: r[cfg.attribute] in known)
+        if len(usable) >= max(1, len(valid) // 2) and len(
+                {r[cfg.attribute] for r in usable.rows}) >= 2:
+            return usable, "manifest valid split"
+    # closed-set attributes under a speaker-disjoint split have unseen classes in 'valid':
+    # hold out a stratified share of the training rows instead (never the test split)
+    rng = random.Random(cfg.seed)
+    chosen: set[str] = set()
+    by_class: dict[str, list[str]] = {}
+    for r in train.rows:
+        by_class.setdefault(r[cfg.attribute], []).append(r["id"])
+    for label in sorted(by_class):
+        ids, names = cut_shares(sorted(by_class[label]), (("train", 1 - cfg.valid_fraction),
+                                                     ("valid", cfg.valid_fraction)), rng)
+        chosen |= {i for i, n in zip(ids, names, strict=True) if n == "valid"}
+    return train.filter(lambda r: r["id"] in chosen), (
+        f"{cfg.valid_fraction:.0%} of the training rows per class (the manifest's valid split "
+        f"has no usable '{cfg.attribute}' classes)")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_classifier(
+    manifest: Manifest | str | os.PathLike,
+    config: ClassifierTrainConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    cache_root: str | os.PathLike | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    data_note: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or return the finished) classifier run in ``out_dir``.
+
+    Args:
+        manifest: the corpus manifest with a ``split`` column.
+        transform: optional (F, T) -> (F, T) map applied to every utterance's features
+            (informed attackers train on obfuscated features this way).
+        data_note: recorded in the checkpoint (e.g. which obfuscator produced the data).
+
+    Returns:
+        The final ``config.json`` content of the selected checkpoint.
+    """
+    out_dir = Path(out_dir)
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.read(manifest)
+    manifest.require_column(config.attribute)
+    train = manifest.split("train")
+    encoder = LabelEncoder.fit(train, config.attribute)
+    valid, valid_note = _select_validation(manifest, train, encoder, config)
+    if len(valid) == 0:
+        raise ManifestError(f"no validation rows for '{config.attribute}'")
+    held_out = set(valid.column("id"))
+    train = train.filter(lambda r: r["id"] not in held_out)
+
+    settings = {"config": config.run_settings(), "manifest": manifest.fingerprint(),
+                "data": data_note or {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_path = out_dir / "run.json"
+    if settings_path.is_file():
+        stored = json.loads(settings_path.read_text())
+        if stored != json.loads(json.dumps(settings)):
+            raise ManifestError(
+                f"{out_dir} holds a run with other settings or data; use another --out "
+                "(or delete the folder to start over)"
+            )
+    else:
+        write_json(settings_path, settings)
+
+    state_dir = out_dir / "train_state"
+    state = load_state(state_dir)
+    if state is not None and state.get("finished"):
+        _log(f"{out_dir}: already trained; nothing to do")
+        return json.loads((out_dir / "config.json").read_text())
+
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    features = config.feature_config
+    cache = (FeatureCache(cache_root, features) if cache_root is not None
+             else FeatureCache.for_manifest(manifest, features))
+    train_store = FeatureStore(train, cache, progress=progress)
+    valid_store = FeatureStore(valid, cache, progress=progress)
+    train_labels = encoder.encode_all(train_store.manifest)
+    valid_labels = torch.tensor(encoder.encode_all(valid_store.manifest))
+    segments = config.segments
+
+    arch = DeepSpeech2Config(
+        n_classes=len(encoder), n_freq=features.n_freq, conv_channels=config.conv_channels,
+        hidden_size=config.hidden_size, rnn_layers=config.rnn_layers, rnn_type=config.rnn_type,
+    )
+    model = DeepSpeech2Classifier(arch).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                           patience=max(1, config.patience // 2))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    draws = config.draws_per_epoch or segment_count(train_store, segments)
+    sampler = BalancedSampler(train_labels, draws, config.seed, balanced=config.balanced)
+    dataset = RandomCropDataset(train_store, train_labels, segments, transform=transform)
+    steps = math.ceil(draws / config.batch_size)
+
+    progress_state: dict[str, Any] = {
+        "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
+        "best": {"accuracy": -1.0, "loss": math.inf, "epoch": -1}, "bad_epochs": 0,
+        "history": [], "finished": False,
+    }
+    if state is not None:
+        load_module_state(model, state["model"], state_dir)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        progress_state = state["progress"]
+        _log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
+             f"step {progress_state['step']}/{steps}")
+
+    def snapshot() -> None:
+        save_state(state_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {},
+            "rng": torch.get_rng_state(), "progress": progress_state,
+        })
+
+    _log(f"training {config.role} classifier for '{config.attribute}' "
+         f"({len(encoder)} classes, {len(train_store)} train / {len(valid_store)} valid "
+         f"utterances; validation: {valid_note}) on {device}, "
+         f"{model.num_parameters():,} parameters")
+    classifier = Classifier(model, encoder, features, segments, config.vote)
+    stop_reason = "max epochs"
+    while progress_state["epoch"] < config.epochs:
+        epoch = progress_state["epoch"]
+        sampler.set_epoch(epoch, skip=progress_state["step"] * config.batch_size)
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
+                            collate_fn=collate_segments, num_workers=config.workers,
+                            persistent_workers=False)
+        model.train()
+        bar = tqdm(loader, total=steps, initial=progress_state["step"], unit="batch",
+                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        tick = time.perf_counter()
+        last_save = tick
+        for x, lengths, labels in bar:
+            x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x, lengths)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch "
+                                         f"{epoch + 1}; lower --lr")
+            progress_state["step"] += 1
+            progress_state["loss_sum"] += loss.item() * len(labels)
+            progress_state["correct"] += int((logits.argmax(1) == labels).sum())
+            progress_state["seen"] += len(labels)
+            bar.set_postfix(loss=f"{progress_state['loss_sum'] / progress_state['seen']:.3f}",
+                            acc=f"{progress_state['correct'] / progress_state['seen']:.3f}")
+            now = time.perf_counter()
+            if (progress_state["step"] % config.checkpoint_every == 0
+                    or now - last_save > 120) and progress_state["step"] < steps:
+                progress_state["seconds"] += now - tick
+                tick = now
+                last_save = now
+                snapshot()
+        bar.close()
+        progress_state["seconds"] += time.perf_counter() - tick
+
+        pred = classifier.predict(valid_store)
+        valid_loss = float(F.cross_entropy(
+            pred["segment_logits"], valid_labels[pred["segment_utterance"]]))
+        scores = score(pred, valid_labels, encoder.classes)
+        seen = max(progress_state["seen"], 1)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": progress_state["loss_sum"] / seen,
+            "train_segment_accuracy": progress_state["correct"] / seen,
+            "valid_loss": valid_loss,
+            "valid_segment_accuracy": scores["segment_accuracy"],
+            "valid_utterance_accuracy": scores["utterance_accuracy"],
+            "valid_balanced_accuracy": scores["balanced_accuracy"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": progress_state["seconds"],
+            "train_segments_per_s": progress_state["seen"] / max(progress_state["seconds"], 1e-9),
+        }
+        progress_state["history"].append(row)
+        _write_metrics(out_dir / "metrics.csv", progress_state["history"])
+        _log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
+             f"{row['train_segment_accuracy']:.3f} | valid loss {valid_loss:.3f} utt acc "
+             f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
+
+        best = progress_state["best"]
+        improved = (scores["utterance_accuracy"] > best["accuracy"]
+                    or (scores["utterance_accuracy"] == best["accuracy"]
+                        and valid_loss < best["loss"] - LOSS_MIN_DELTA))
+        if improved:
+            progress_state["best"] = {"accuracy": scores["utterance_accuracy"],
+                                      "loss": valid_loss, "epoch": epoch + 1}
+            progress_state["bad_epochs"] = 0
+            _save_classifier(out_dir, model, arch, encoder, features, config, manifest,
+                             {"valid": scores, "best_epoch": epoch + 1}, data_note)
+        else:
+            progress_state["bad_epochs"] += 1
+        scheduler.step(scores["utterance_accuracy"])
+        progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
+                              seconds=0.0)
+        if progress_state["bad_epochs"] >= config.patience:
+            stop_reason = f"early stop: no improvement for {config.patience} epochs"
+            progress_state["epoch"] = config.epochs
+        snapshot()
+
+    final = json.loads((out_dir / "config.json").read_text())
+    history = progress_state["history"]
+    final["training"] = {
+        "epochs_run": len(history),
+        "best_epoch": progress_state["best"]["epoch"],
+        "stopped": stop_reason,
+        "selection": "highest validation utterance accuracy; on a tie, validation loss lower "
+                     f"by at least {LOSS_MIN_DELTA}",
+        "validation": valid_note,
+        "train_segments_per_s": sum(h["train_segments_per_s"] for h in history) / len(history),
+    }
+    write_json(out_dir / "config.json", final)
+    progress_state["finished"] = True
+    snapshot()
+    _log(f"selected epoch {final['training']['best_epoch']} (valid utterance accuracy "
+         f"{progress_state['best']['accuracy']:.3f}); {stop_reason}; saved to {out_dir}")
+    return final
+
+
+def _save_classifier(out_dir: Path, model: DeepSpeech2Classifier, arch: DeepSpeech2Config,
+                     encoder: LabelEncoder, features: FeatureConfig,
+                     config: ClassifierTrainConfig, manifest: Manifest,
+                     metrics: dict[str, Any], data_note: dict[str, Any] | None) -> None:
+    save_checkpoint(out_dir, model.state_dict(), {
+        "kind": KIND,
+        "role": config.role,
+        "architecture": arch.to_dict(),
+        "parameters": model.num_parameters(),
+        "features": features.to_dict(),
+        "segments": config.segments.to_dict(),
+        "vote": config.vote,
+        "labels": {"attribute": encoder.attribute, "classes": list(encoder.classes)},
+        "provenance": {
+            "manifest": str(manifest.source) if manifest.source else None,
+            "manifest_fingerprint": manifest.fingerprint(),
+            "seed": config.seed,
+            "train_config": config.run_settings(),
+            "data": data_note or {},
+        },
+        "metrics": metrics,
+    })
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate_classifier(
+    model_dir: str | os.PathLike,
+    manifest: Manifest | str | os.PathLike,
+    split: str = "test",
+    transform: Callable[[Tensor], Tensor] | None = None,
+    progress: bool = True,
+    cache_root: str | os.PathLike | None = None,
+    device: str = "auto",
+    classifier: Classifier | None = None,
+) -> dict[str, Any]:
+    """Accuracy of a checkpoint on one split of a manifest (optionally transformed input).
+
+    Rows whose label the model never saw are an error naming them (an open-set split).
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.read(manifest)
+    clf = classifier or Classifier.load(model_dir, device=resolve_device(device))
+    attribute = clf.encoder.attribute
+    manifest.require_column(attribute)
+    part = manifest.split(split)
+    unknown = sorted({r[attribute] for r in part.rows} - set(clf.encoder.classes))
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise ManifestError(
+            f"split '{split}' has {attribute} value(s) the model was not trained on ({shown}); "
+            "a closed-set classifier cannot be scored on them (speaker-disjoint split?)"
+        )
+    cache = (FeatureCache(cache_root, clf.features) if cache_root is not None
+             else FeatureCache.for_manifest(manifest, clf.features))
+    store = FeatureStore(part, cache, progress=progress)
+    labels = torch.tensor(clf.encoder.encode_all(store.manifest))
+    pred = clf.predict(store, transform=transform, progress=progress)
+    result = score(pred, labels, clf.encoder.classes)
+    result.update(attribute=attribute, split=split, model=str(model_dir))
+    return result
+
+
+def with_overrides(config: ClassifierTrainConfig, **changes: Any) -> ClassifierTrainConfig:
+    """A copy with some fields changed (None values ignored)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
