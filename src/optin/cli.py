@@ -111,20 +111,60 @@ def _train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_obfuscator(args: argparse.Namespace) -> int:
+    from optin.training.obfuscator import obfuscator_preset, train_obfuscator
+
+    config = obfuscator_preset(
+        args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, lambda_t=args.lambda_t, lambda_p=args.lambda_p,
+        privacy_layer=args.privacy_layer, deobfuscator_steps=args.deobfuscator_steps,
+        hard_targets=True if args.hard_targets else None, segment_length=args.segment_length,
+        draws_per_epoch=args.draws_per_epoch, min_agreement=args.min_agreement, seed=args.seed,
+        obfuscator_width=args.obfuscator_width, obfuscator_blocks=args.obfuscator_blocks,
+        deobfuscator_width=args.deobfuscator_width, deobfuscator_blocks=args.deobfuscator_blocks,
+        workers=args.workers, device=args.device,
+        amp=None if args.amp is None else args.amp == "on",
+        checkpoint_every=args.checkpoint_every,
+    )
+    train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
+                     cache_root=args.cache_dir)
+    return 0
+
+
+def _obfuscate(args: argparse.Namespace) -> int:
+    from optin.privacy.corpus import obfuscate_inputs
+
+    report = obfuscate_inputs(args.model, args.inputs, args.out_dir, progress=not args.quiet,
+                              griffin_lim_iters=args.griffin_lim_iters,
+                              on_error=args.on_error)
+    print(report.summary())
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
     from optin.training.classifier import evaluate_classifier
 
+    transform = None
+    if args.obfuscator is not None:
+        from optin.privacy.obfuscator import Obfuscator
+        from optin.training.classifier import Classifier
+
+        obfuscator = Obfuscator.load(args.obfuscator)
+        Classifier.load(args.model, features=obfuscator.features)  # same features, or refuse
+        transform = obfuscator.obfuscate_features
     result = evaluate_classifier(args.model, args.manifest, split=args.split,
                                  progress=not args.quiet, cache_root=args.cache_dir,
-                                 device=args.device)
+                                 device=args.device, transform=transform)
+    result["obfuscator"] = str(args.obfuscator) if args.obfuscator else None
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"model {result['model']} on split '{result['split']}' "
           f"({result['utterances']} utterances, {result['segments']} segments), "
-          f"attribute '{result['attribute']}'")
+          f"attribute '{result['attribute']}'"
+          + (f", input obfuscated by {args.obfuscator}" if args.obfuscator else ""))
     print(f"  segment accuracy   {result['segment_accuracy']:.4f}")
     print(f"  utterance accuracy {result['utterance_accuracy']:.4f}")
     print(f"  balanced accuracy  {result['balanced_accuracy']:.4f}")
@@ -242,7 +282,48 @@ def build_parser() -> argparse.ArgumentParser:
                        help="save the training state every N steps (default 50)")
         p.add_argument("--cache-dir", type=Path)
 
+    p = add(tsub, "obfuscator", _train_obfuscator,
+            "train the opt-in obfuscator against a deobfuscator (works under torchrun)")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--target", type=Path, required=True, help="the target model's checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--preset", choices=["quick", "paper"], default="quick")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate of both networks (paper: 1e-2)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], help="paper: sgd, momentum 0.9")
+    p.add_argument("--lambda-t", type=float, help="weight of the target loss L_t")
+    p.add_argument("--lambda-p", type=float, help="weight of the privacy loss L_p")
+    p.add_argument("--privacy-layer", type=int, help="N: deobfuscator stages forming F_gamma")
+    p.add_argument("--deobfuscator-steps", type=int,
+                   help="K: deobfuscator updates per obfuscator update")
+    p.add_argument("--hard-targets", action="store_true",
+                   help="L_t against T(X)'s label instead of its posterior")
+    p.add_argument("--segment-length", type=int, help="frames per training crop")
+    p.add_argument("--obfuscator-width", type=int, help="base channels C (paper: 16)")
+    p.add_argument("--obfuscator-blocks", type=int, help="residual blocks (paper: 3)")
+    p.add_argument("--deobfuscator-width", type=int, help="base channels C (paper: 64)")
+    p.add_argument("--deobfuscator-blocks", type=int, help="residual blocks (paper: 6)")
+    p.add_argument("--draws-per-epoch", type=int)
+    p.add_argument("--min-agreement", type=float,
+                   help="validation agreement a selected epoch must reach (default 0.95)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--amp", choices=["on", "off"])
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--cache-dir", type=Path)
+
+    p = add(sub, "obfuscate", _obfuscate,
+            "obfuscate audio files, or a whole manifest, with a trained obfuscator")
+    p.add_argument("--model", type=Path, required=True, help="obfuscator run or checkpoint")
+    p.add_argument("inputs", type=Path, nargs="+", help="audio files or one manifest .csv")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--griffin-lim-iters", type=int, default=64)
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+
     p = add(sub, "eval", _eval, "evaluate a classifier on a split of a manifest")
+    p.add_argument("--obfuscator", type=Path, help="evaluate on input obfuscated by this model")
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])

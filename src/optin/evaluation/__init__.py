@@ -1,0 +1,1 @@
+"""Evaluation: metrics (attackers, experiments and reports build on them)."""

@@ -1,5 +1,6 @@
 """Networks as plain ``nn.Module`` files: each holds its module and its config dataclass."""
 
+from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.models.deepspeech2 import (
     BatchRNN,
     DeepSpeech2Classifier,
@@ -16,6 +17,8 @@ __all__ = [
     "BatchRNN",
     "DeepSpeech2Classifier",
     "DeepSpeech2Config",
+    "Generator",
+    "GeneratorConfig",
     "MaskConv",
     "SequenceWise",
     "conv_output_freq",

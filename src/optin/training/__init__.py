@@ -1,0 +1,1 @@
+"""Training: classifier fitting, the adversarial obfuscator loop, checkpoints, distributed."""

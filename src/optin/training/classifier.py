@@ -12,7 +12,6 @@ The selected model is written to the run folder as a checkpoint (``config.json``
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -59,6 +58,7 @@ from optin.training.data import (
     eval_batches,
     segment_count,
 )
+from optin.training.records import check_run_settings, write_metrics
 
 KIND = "deepspeech2-classifier"
 LOSS_MIN_DELTA = 1e-3  # a tie on accuracy counts as better only if the loss drops by this
@@ -295,19 +295,8 @@ def train_classifier(
     held_out = set(valid.column("id"))
     train = train.filter(lambda r: r["id"] not in held_out)
 
-    settings = {"config": config.run_settings(), "manifest": manifest.fingerprint(),
-                "data": data_note or {}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings_path = out_dir / "run.json"
-    if settings_path.is_file():
-        stored = json.loads(settings_path.read_text())
-        if stored != json.loads(json.dumps(settings)):
-            raise ManifestError(
-                f"{out_dir} holds a run with other settings or data; use another --out "
-                "(or delete the folder to start over)"
-            )
-    else:
-        write_json(settings_path, settings)
+    check_run_settings(out_dir, {"config": config.run_settings(),
+                                 "manifest": manifest.fingerprint(), "data": data_note or {}})
 
     state_dir = out_dir / "train_state"
     state = load_state(state_dir)
@@ -431,7 +420,7 @@ def train_classifier(
             "train_segments_per_s": progress_state["seen"] / max(progress_state["seconds"], 1e-9),
         }
         progress_state["history"].append(row)
-        _write_metrics(out_dir / "metrics.csv", progress_state["history"])
+        write_metrics(out_dir / "metrics.csv", progress_state["history"])
         _log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
              f"{row['train_segment_accuracy']:.3f} | valid loss {valid_loss:.3f} utt acc "
              f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
@@ -499,17 +488,6 @@ def _save_classifier(out_dir: Path, model: DeepSpeech2Classifier, arch: DeepSpee
     })
 
 
-def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------- evaluation
 def evaluate_classifier(
     model_dir: str | os.PathLike,
@@ -520,10 +498,13 @@ def evaluate_classifier(
     cache_root: str | os.PathLike | None = None,
     device: str = "auto",
     classifier: Classifier | None = None,
+    return_predictions: bool = False,
 ) -> dict[str, Any]:
     """Accuracy of a checkpoint on one split of a manifest (optionally transformed input).
 
     Rows whose label the model never saw are an error naming them (an open-set split).
+    With ``return_predictions`` the result also holds ``ids`` and ``predictions`` (class
+    names after the vote), one per utterance.
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.read(manifest)
@@ -545,6 +526,9 @@ def evaluate_classifier(
     pred = clf.predict(store, transform=transform, progress=progress)
     result = score(pred, labels, clf.encoder.classes)
     result.update(attribute=attribute, split=split, model=str(model_dir))
+    if return_predictions:
+        result["ids"] = store.manifest.column("id")
+        result["predictions"] = [clf.encoder.decode(int(i)) for i in pred["utterance_pred"]]
     return result
 
 

@@ -105,16 +105,20 @@ class RandomCropDataset(Dataset):
 class BalancedSampler(torch.utils.data.Sampler):
     """Per-epoch draws of (row, crop seed), class-balanced or uniform, seeded by (seed, epoch).
 
+    Under DistributedDataParallel each rank takes every ``world_size``-th draw of the same plan.
+
     ``draws_per_epoch`` defaults to the number of segments in the training rows, so long
     utterances are seen about as often as their length warrants.
     """
 
     def __init__(self, labels: Sequence[int], draws_per_epoch: int, seed: int,
-                 balanced: bool = True) -> None:
+                 balanced: bool = True, rank: int = 0, world_size: int = 1) -> None:
         self.labels = torch.as_tensor(list(labels))
         self.draws = draws_per_epoch
         self.seed = seed
         self.balanced = balanced
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.skip = 0
 
@@ -134,11 +138,21 @@ class BalancedSampler(torch.utils.data.Sampler):
         seeds = torch.randint(0, 2**31 - 1, (self.draws,), generator=gen)
         return list(zip(rows.tolist(), seeds.tolist(), strict=True))
 
+    def shard(self) -> list[tuple[int, int]]:
+        """This rank's draws of the current epoch: every ``world_size``-th, from ``rank``.
+
+        The plan is cut to a multiple of ``world_size`` so every rank takes as many steps
+        (DistributedDataParallel needs that).
+        """
+        plan = self.draws_for(self.epoch)
+        plan = plan[: len(plan) // self.world_size * self.world_size]
+        return plan[self.rank :: self.world_size]
+
     def __iter__(self):
-        return iter(self.draws_for(self.epoch)[self.skip :])
+        return iter(self.shard()[self.skip :])
 
     def __len__(self) -> int:
-        return self.draws - self.skip
+        return len(self.shard()) - self.skip
 
 
 def collate_segments(batch: Sequence[tuple[Tensor, int, int]]) -> tuple[Tensor, Tensor, Tensor]:

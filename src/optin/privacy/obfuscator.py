@@ -1,0 +1,100 @@
+"""Using a trained obfuscator: ``Obfuscator.load(dir)(wave or spectrogram)``.
+
+The obfuscator maps normalised features (F, T) to obfuscated features of the same shape, on a
+whole utterance (fully convolutional). The obfuscated spectrogram keeps the original's mean and
+std, so ``to_waveform`` turns it into audio (Griffin-Lim by default: no raw phase leaves the
+device).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from optin.audio.features import FeatureConfig, Spectrogram, SpectrogramFrontEnd, to_waveform
+from optin.audio.io import load_audio
+from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+from optin.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
+
+OBFUSCATOR_KIND = "cyclegan-vc2-obfuscator"
+DEOBFUSCATOR_KIND = "cyclegan-vc2-deobfuscator"
+
+
+def resolve_model_dir(directory: str | os.PathLike, part: str = "obfuscator") -> Path:
+    """A run folder or the checkpoint folder itself -> the checkpoint folder."""
+    directory = Path(directory)
+    if (directory / part / "config.json").is_file():
+        return directory / part
+    return directory
+
+
+class Obfuscator:
+    """A trained obfuscator F_sigma with the feature settings it was trained on."""
+
+    def __init__(self, network: Generator, features: FeatureConfig,
+                 config: dict[str, Any] | None = None) -> None:
+        self.network = network.eval()
+        self.features = features
+        self.config = config or {}
+        self.frontend = SpectrogramFrontEnd(features)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, features: FeatureConfig | None = None,
+             device: str | torch.device = "cpu") -> Obfuscator:
+        """Load from a training run folder or its ``obfuscator/`` checkpoint folder."""
+        path = resolve_model_dir(directory)
+        config, state = load_checkpoint(path, kind=OBFUSCATOR_KIND, features=features)
+        try:
+            arch = GeneratorConfig.from_dict(config["architecture"])
+            feats = FeatureConfig.from_dict(config["features"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path / 'config.json'}: bad or missing field ({err})") from err
+        network = Generator(arch)
+        load_module_state(network, state, path)
+        return cls(network.to(device), feats, config)
+
+    @torch.no_grad()
+    def obfuscate_features(self, features: Tensor) -> Tensor:
+        """(F, T) or (B, F, T) normalised features -> obfuscated, same shape, on the input's
+        device and dtype."""
+        single = features.ndim == 2
+        x = features[None] if single else features
+        assert x.ndim == 3, f"expected (F, T) or (B, F, T), got {tuple(features.shape)}"
+        out = self.network(x.to(self.device, torch.float32)).to(features.device, features.dtype)
+        return out[0] if single else out
+
+    def __call__(self, item: Spectrogram | np.ndarray | Tensor) -> Spectrogram:
+        """Obfuscate a waveform (N,) at the feature sample rate, or a Spectrogram."""
+        spec = item if isinstance(item, Spectrogram) else self.spectrogram(item)
+        return Spectrogram(features=self.obfuscate_features(spec.features), mean=spec.mean,
+                           std=spec.std, n_samples=spec.n_samples, phase=spec.phase)
+
+    def spectrogram(self, wave: np.ndarray | Tensor) -> Spectrogram:
+        """Features of a waveform with this obfuscator's settings."""
+        from optin.audio.features import spectrogram
+
+        return spectrogram(wave, self.features, frontend=self.frontend)
+
+    def obfuscate_file(self, path: str | os.PathLike, n_iter: int = 64
+                       ) -> tuple[Spectrogram, np.ndarray]:
+        """Load an audio file; return the obfuscated spectrogram and its audio (Griffin-Lim)."""
+        wave = load_audio(path, sample_rate=self.features.sample_rate,
+                          normalize=self.features.volume, target_dbfs=self.features.target_dbfs)
+        obf = self(wave)
+        return obf, self.to_waveform(obf, n_iter=n_iter)
+
+    def to_waveform(self, spec: Spectrogram, n_iter: int = 64, with_phase: bool = False
+                    ) -> np.ndarray:
+        """Audio of an (obfuscated) spectrogram; Griffin-Lim unless ``with_phase``."""
+        return to_waveform(spec.features, spec.mean, spec.std,
+                           phase=spec.phase if with_phase else None, config=self.features,
+                           n_samples=spec.n_samples, n_iter=n_iter)
