@@ -106,6 +106,14 @@ def test_finished_run_returns_without_training(tiny_run, gender_target, quick_co
     assert again["weights_sha256"] == final["weights_sha256"]
 
 
+def test_selection_rule():
+    from optin.training.obfuscator import _select
+
+    history = [{"valid_utterance_agreement": a} for a in (0.90, 0.97, 0.99, 0.93)]
+    assert _select(history, 0.95) == (2, True)  # the latest epoch meeting the target
+    assert _select(history, 0.995) == (2, False)  # none does: the highest agreement
+
+
 def test_convergence_rule():
     flat = [{"valid_L_a": 1.0, "valid_L_p": 0.1, "valid_L_t": 0.02}] * 3
     assert convergence(flat, 3, 0.1, True)["converged"]

@@ -205,17 +205,22 @@ def _check_exists(path: Path) -> None:
         raise AudioError(f"{path}: file is empty (0 bytes)")
 
 
+def _audio_stream(container, path: Path):
+    """The first audio stream of an open PyAV container and its sample rate."""
+    streams = [s for s in container.streams if s.type == "audio"]
+    if not streams:
+        raise AudioError(f"{path}: holds no audio stream")
+    stream = streams[0]
+    return stream, int(stream.codec_context.sample_rate or stream.rate or 0)
+
+
 def _probe_av(path: Path) -> AudioInfo:
     """Rate, channels and length from the container's header (no full decode)."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            streams = [s for s in container.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(f"{path}: holds no audio stream")
-            stream = streams[0]
-            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            stream, rate = _audio_stream(container, path)
             channels = int(stream.codec_context.channels or 1)
             if stream.duration is not None and stream.time_base is not None:
                 seconds = float(stream.duration * stream.time_base)
@@ -238,11 +243,7 @@ def _decode_av(path: Path) -> tuple[np.ndarray, int]:
 
     try:
         with av.open(str(path)) as container:
-            streams = [s for s in container.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(f"{path}: holds no audio stream")
-            stream = streams[0]
-            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            stream, rate = _audio_stream(container, path)
             chunks = []
             for frame in container.decode(stream):
                 arr = frame.to_ndarray()

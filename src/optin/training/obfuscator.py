@@ -10,9 +10,11 @@ Each step, on a batch of fixed-length crops X (B, F, L):
 Both networks use SGD (lr 1e-2, momentum 0.9) as in the paper unless told otherwise. Every epoch
 the run is validated on whole utterances of the manifest's ``valid`` split (obfuscated whole, then
 segmented for T): L_a, L_t, L_p, and the target agreement T(X~) = T(X) per segment and per
-utterance (after the vote). Selection rule: among epochs whose validation utterance agreement is
-at least ``min_agreement``, the one where the deobfuscator reconstructs worst (highest validation
-L_a); if none reaches it, the epoch with the highest agreement (and the run says so). The run is
+utterance (after the vote). Selection rule: the latest epoch whose validation utterance agreement
+is at least ``min_agreement``; if none reaches it, the epoch with the highest agreement (and the
+run says so). The latest, not the one with the highest L_a: L_a and L_p are measured against a
+deobfuscator that is itself still learning, so an early epoch looks private only because its
+adversary is weak; later epochs have had the most privacy pressure. The run is
 called converged when, over the last ``window`` epochs, validation L_a and L_p each move by less
 than ``tolerance`` of their mean and the selected epoch meets the agreement target.
 
@@ -82,7 +84,7 @@ L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window f
 class ObfuscatorTrainConfig:
     """Everything that decides an obfuscator run."""
 
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 16
     segment_length: int = 100  # frames per training crop (a multiple of 4 avoids padding)
     draws_per_epoch: int | None = None  # default: segments in the training split
@@ -126,7 +128,7 @@ class ObfuscatorTrainConfig:
 OBFUSCATOR_PRESETS: dict[str, dict[str, Any]] = {
     # minutes on a 2-core CPU for the built-in quick corpus: the paper's obfuscator, a
     # downsized deobfuscator
-    "quick": {"epochs": 8, "batch_size": 16, "deobfuscator_width": 16,
+    "quick": {"epochs": 5, "batch_size": 16, "deobfuscator_width": 16,
               "deobfuscator_blocks": 3},
     # the paper's sizes: obfuscator B=16 with 3 residual blocks, deobfuscator B=64 with 6
     "paper": {"epochs": 60, "batch_size": 32, "deobfuscator_width": 64,
@@ -259,7 +261,7 @@ def _select(history: list[dict[str, Any]], min_agreement: float) -> tuple[int, b
     """(index of the selected epoch, whether it meets the agreement target)."""
     ok = [i for i, h in enumerate(history) if h["valid_utterance_agreement"] >= min_agreement]
     if ok:
-        return max(ok, key=lambda i: history[i]["valid_L_a"]), True
+        return ok[-1], True
     return max(range(len(history)), key=lambda i: history[i]["valid_utterance_agreement"]), False
 
 
@@ -482,8 +484,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         "world_size": env.world_size,
         "rank_checksums": checksums,
         "selected_epoch": history[chosen]["epoch"],
-        "selection": (f"highest validation L_a among epochs with validation utterance "
-                      f"agreement >= {config.min_agreement}"
+        "selection": (f"latest epoch with validation utterance agreement >= "
+                      f"{config.min_agreement}"
                       + ("" if agreement_ok else "; NO epoch reached it, so the epoch with the "
                                                  "highest agreement was kept")),
         **convergence(history, config.window, config.tolerance, agreement_ok),
