@@ -31,3 +31,34 @@ def quick_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick_corpus")
     report = synthesize_corpus(out, quick=True, progress=False)
     return report.out
+
+
+def kill_and_resume(command: list[str], tmp_path, timeout: float = 300.0):
+    """Run ``command + ["--out", DIR]`` once unbroken, and once killed inside its first epoch
+    (as soon as a training state is saved) then rerun to completion.
+
+    Returns (unbroken dir, resumed dir, the training state found after the kill, the rerun's
+    stderr). Single-threaded so both runs compute the same numbers.
+    """
+    import os
+    import subprocess
+    import time
+
+    from optin.training.checkpoint import load_state
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    subprocess.run([*command, "--out", str(full)], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*command, "--out", str(broken)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_dir = broken / "train_state"
+    deadline = time.time() + timeout
+    while not (state_dir / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    saved = load_state(state_dir)
+    assert saved is not None, "no training state was saved before the kill"
+    rerun = subprocess.run([*command, "--out", str(broken)], check=True, env=env,
+                           capture_output=True, text=True)
+    return full, broken, saved, rerun.stderr

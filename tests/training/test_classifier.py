@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import kill_and_resume
 
 from optin.audio.features import FeatureConfig
 from optin.corpora import Manifest, ManifestError
-from optin.training.checkpoint import CheckpointError, load_state
+from optin.training.checkpoint import CheckpointError
 from optin.training.classifier import (
     Classifier,
     ClassifierTrainConfig,
@@ -132,30 +131,14 @@ def test_json_eval_output(gender_run, quick_corpus):
 def test_killed_run_resumes_to_the_same_weights(quick_corpus, tmp_path):
     """Kill a training process mid-epoch; rerunning continues and ends where an unbroken run
     ends, bit for bit."""
-    args = ["--manifest", str(quick_corpus), "--attribute", "gender", "--epochs", "2",
-            "--conv-channels", "8", "--hidden-size", "32", "--rnn-layers", "1",
-            "--batch-size", "8", "--seed", "3", "--checkpoint-every", "4", "-q"]
-    cmd = [sys.executable, "-m", "optin.cli", "train", "target"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = tmp_path / "full"
-    subprocess.run([*cmd, *args, "--out", str(full)], check=True, env=env, capture_output=True)
-
-    broken = tmp_path / "broken"
-    proc = subprocess.Popen([*cmd, *args, "--out", str(broken)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_dir = broken / "train_state"
-    deadline = time.time() + 120
-    while not (state_dir / "state.json").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    saved = load_state(state_dir)
-    assert saved is not None, "no training state was saved before the kill"
+    command = [sys.executable, "-m", "optin.cli", "train", "target", "--manifest",
+               str(quick_corpus), "--attribute", "gender", "--epochs", "2", "--conv-channels",
+               "8", "--hidden-size", "32", "--rnn-layers", "1", "--batch-size", "8", "--seed",
+               "3", "--checkpoint-every", "4", "-q"]
+    full, broken, saved, stderr = kill_and_resume(command, tmp_path)
     progress = saved["progress"]
     assert progress["epoch"] == 0 and progress["step"] > 0  # killed inside the first epoch
-    done = subprocess.run([*cmd, *args, "--out", str(broken)], check=True, env=env,
-                          capture_output=True, text=True)
-    assert "resuming at epoch" in done.stderr
+    assert "resuming at epoch" in stderr
     a = load_file(str(full / "model.safetensors"))
     b = load_file(str(broken / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

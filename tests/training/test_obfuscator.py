@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from tests.conftest import kill_and_resume
 
 from optin.corpora import Manifest
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
@@ -213,36 +214,17 @@ def test_killed_obfuscator_run_resumes_to_the_same_weights(gender_target, quick_
                                                            tmp_path):
     """Kill the training process inside the first epoch; rerunning continues and ends where an
     unbroken run ends, bit for bit."""
-    import time
-
     from safetensors.torch import load_file
 
-    from optin.training.checkpoint import load_state
-
-    args = ["--manifest", str(quick_corpus), "--target", str(gender_target), "--epochs", "2",
-            "--batch-size", "4", "--draws-per-epoch", "48", "--segment-length", "32",
-            "--obfuscator-width", "4", "--obfuscator-blocks", "1", "--deobfuscator-width", "4",
-            "--deobfuscator-blocks", "1", "--checkpoint-every", "2", "--device", "cpu", "-q"]
-    cmd = [sys.executable, "-m", "optin.cli", "train", "obfuscator"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = tmp_path / "full"
-    subprocess.run([*cmd, *args, "--out", str(full)], check=True, env=env, capture_output=True)
-
-    broken = tmp_path / "broken"
-    proc = subprocess.Popen([*cmd, *args, "--out", str(broken)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_dir = broken / "train_state"
-    deadline = time.time() + 300
-    while not (state_dir / "state.json").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    saved = load_state(state_dir)
-    assert saved is not None, "no training state was saved before the kill"
+    command = [sys.executable, "-m", "optin.cli", "train", "obfuscator", "--manifest",
+               str(quick_corpus), "--target", str(gender_target), "--epochs", "2",
+               "--batch-size", "4", "--draws-per-epoch", "48", "--segment-length", "32",
+               "--obfuscator-width", "4", "--obfuscator-blocks", "1", "--deobfuscator-width",
+               "4", "--deobfuscator-blocks", "1", "--checkpoint-every", "2", "--device", "cpu",
+               "-q"]
+    full, broken, saved, stderr = kill_and_resume(command, tmp_path)
     assert saved["progress"]["epoch"] == 0 and saved["progress"]["step"] > 0
-    done = subprocess.run([*cmd, *args, "--out", str(broken)], check=True, env=env,
-                          capture_output=True, text=True)
-    assert "resuming at epoch 1" in done.stderr
+    assert "resuming at epoch 1" in stderr
     for part in ("obfuscator", "deobfuscator"):
         a = load_file(str(full / part / "model.safetensors"))
         b = load_file(str(broken / part / "model.safetensors"))
