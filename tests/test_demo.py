@@ -12,25 +12,30 @@ from optin.demo import run_demo
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     kwargs = {
-        "corpus": {"speakers": 4, "sentences": 4},
+        "corpus": {"speakers": 4, "sentences": 3},
         "classifier_options": {"conv_channels": 8, "hidden_size": 32, "rnn_layers": 1,
-                               "epochs": 3, "draws_per_epoch": 96},
-        "obfuscator_options": {"obfuscator_width": 8, "obfuscator_blocks": 1,
+                               "epochs": 2, "draws_per_epoch": 64},
+        "obfuscator_options": {"obfuscator_width": 4, "obfuscator_blocks": 1,
                                "deobfuscator_width": 4, "deobfuscator_blocks": 1,
-                               "segment_length": 64, "batch_size": 8, "draws_per_epoch": 64,
-                               "epochs": 2},
+                               "segment_length": 32, "batch_size": 8, "draws_per_epoch": 32,
+                               "epochs": 1},
     }
     summary = run_demo(tmp_path / "demo", progress=False, **kwargs)
     printed = capsys.readouterr().out
-    assert "target T (permitted)" in printed and "ignorant attacker" in printed
-    assert set(summary["results"]) == {"gender", "speaker"}
-    for row in summary["results"].values():
-        for part in ("original", "obfuscated"):
-            assert 0.0 <= row[part]["utterance_accuracy"] <= 1.0
-            assert row[part]["utterances"] == row["original"]["utterances"] > 0
-    names = sorted(p.split("/")[-1].split(".")[-2] for p in summary["examples"])
-    assert names.count("obfuscated") == names.count("original") == 3
-    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["permitted"] == "gender"
-    # a second run finds every stage done
+    assert "demo-fig3a" in printed and "demo-fig4" in printed and "informed" in printed
+    names = [e["name"] for e in summary["experiments"]]
+    assert names == ["demo-fig3a", "demo-fig4"]
+    fig4 = summary["experiments"][1]["systems"]["opt-in"]["attacks"]
+    assert set(fig4) == {"gender", "emotion"}
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [e["name"] for e in results["experiments"]] == names
+    assert (tmp_path / "demo" / "report.md").is_file()
+    assert any(p.endswith(".png") for p in summary["figures"])
+    kinds = sorted(p.split("/")[-1].split(".")[-2] for p in summary["examples"])
+    assert kinds.count("obfuscated") == kinds.count("original") == 3
+    # the two experiments share the target, the gender classifier and the obfuscator
+    models = [p.name for p in (tmp_path / "demo" / "models").iterdir()]
+    assert sum(m.startswith("target-speaker") for m in models) == 1
+    assert sum(m.startswith("obfuscator-") for m in models) == 1
     again = run_demo(tmp_path / "demo", progress=False, **kwargs)
-    assert again["results"] == summary["results"]
+    assert again["experiments"][0]["systems"] == summary["experiments"][0]["systems"]

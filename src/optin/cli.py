@@ -178,6 +178,28 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from optin.evaluation.experiment import load_experiments, run_experiment
+
+    configs = load_experiments(args.configs)
+    for config in configs:
+        run_experiment(config, args.out, data_root=args.data_root, progress=not args.quiet,
+                       report=False)
+    from optin.evaluation.report import build_report
+
+    print(f"results: {args.out / 'results.json'}")
+    print(f"report:  {build_report([args.out], args.out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from optin.evaluation.report import build_report
+
+    out = args.out or args.dirs[0]
+    print(f"report: {build_report(args.dirs, out)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from optin.demo import run_demo
 
@@ -331,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", type=Path)
 
+    p = add(sub, "experiment", _experiment,
+            "run experiments declared in YAML: train, attack, aggregate seeds, report")
+    p.add_argument("configs", type=Path, nargs="+", help="experiment YAML file(s)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (shared, resumable)")
+    p.add_argument("--data-root", type=Path, help="folder the configs' corpus paths are under")
+
+    p = add(sub, "report", _report, "rebuild report.md and figures from stored results")
+    p.add_argument("dirs", type=Path, nargs="+", help="run folders (results.json) to merge")
+    p.add_argument("--out", type=Path, help="where to write (default: the first folder)")
+
     p = add(sub, "demo", _demo, "run the main job end to end on the built-in corpus")
     p.add_argument("--out", type=Path, default=Path("optin-demo"), help="output folder")
     return parser
@@ -341,12 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optin.audio.io import AudioError
     from optin.corpora.espeak import ESpeakError
     from optin.corpora.manifest import ManifestError
+    from optin.evaluation.experiment import ExperimentError
     from optin.training.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, AudioError, CheckpointError, ESpeakError, FileNotFoundError,
+    except (ManifestError, AudioError, CheckpointError, ESpeakError, ExperimentError,
+            FileNotFoundError,
             FileExistsError, ValueError) as err:
         if os.environ.get("OPTIN_DEBUG"):
             raise

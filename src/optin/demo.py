@@ -1,16 +1,15 @@
 """``optin demo``: the main job, end to end, offline, on the built-in synthetic corpus.
 
-Stages (each resumable: rerunning skips what is done):
-1. synthesize the quick built-in corpus (eSpeak NG; synthetic speech, a stand-in for real corpora);
-2. compute the spectrogram cache;
-3. train the target model T for gender and a speaker-identity classifier (quick preset);
-4. train the opt-in obfuscator that permits gender only (quick preset);
-5. evaluate on the test split: T on original and obfuscated input (and their agreement), and the
-   speaker classifier as an ignorant attacker on original and obfuscated input;
-6. write example WAVs: each original beside its resynthesis from the features and its obfuscated
-   version (both Griffin-Lim), so a person can listen.
+It runs the paper's Figure-3a experiment (permit speaker identity, attack gender) and Figure-4
+experiment (permit speaker identity, attack gender and the unspecified emotion) on the quick
+built-in corpus with the quick preset and one seed, through the same experiment harness as
+``optin experiment``: target model, original classifiers (= ignorant attackers), the opt-in
+obfuscator, informed and output-only attackers. Both experiments share what they have in common
+(the corpus, T, the gender classifier, the obfuscator). It prints a summary table, writes
+``results.json``, ``report.md`` and figures, and example WAVs: a few test utterances beside
+their obfuscated audio (Griffin-Lim), so a person can listen. Every stage resumes.
 
-Later stages (informed attackers, the paper's figures) extend this list.
+The built-in corpus is synthetic eSpeak NG speech; the numbers are not results on human speech.
 """
 
 from __future__ import annotations
@@ -22,23 +21,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optin.audio.features import to_waveform
 from optin.audio.io import write_audio
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
-from optin.corpora.synth import synthesize_corpus
-from optin.privacy.obfuscator import Obfuscator
-from optin.training.classifier import evaluate_classifier, preset_config, train_classifier
-from optin.training.obfuscator import obfuscator_preset, train_obfuscator
+from optin.evaluation.experiment import ExperimentConfig, run_experiment
 
-DEMO_ATTRIBUTES = ("gender", "speaker")  # classifiers trained on original data
+DEMO_FIGURES = ("3a", "4")
 
 
-def _stage(name: str, start: float) -> None:
-    print(f"[{time.perf_counter() - start:7.1f} s] {name}", file=sys.stderr, flush=True)
+def demo_configs(corpus: dict[str, Any] | None = None,
+                 classifier: dict[str, Any] | None = None,
+                 obfuscator: dict[str, Any] | None = None) -> list[ExperimentConfig]:
+    """The two experiments of the demo (quick preset, one seed, the quick built-in corpus)."""
+    data = {"synth": {"quick": True, **(corpus or {})}}
+    common = {"corpus": "builtin", "data": data, "protocol": "manifest", "permitted": "speaker",
+              "systems": ["opt-in"], "preset": "quick", "seeds": [0],
+              "classifier": classifier or {}, "obfuscator": obfuscator or {}}
+    return [
+        ExperimentConfig.from_dict({**common, "name": "demo-fig3a", "figure": "3a",
+                                    "title": "Built-in corpus: permit speaker, attack gender",
+                                    "attacked": ["gender"]}),
+        ExperimentConfig.from_dict({**common, "name": "demo-fig4", "figure": "4",
+                                    "title": "Built-in corpus: permit speaker, attack gender "
+                                             "and the unspecified emotion",
+                                    "attacked": ["gender", "emotion"]}),
+    ]
 
 
-def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True, seed: int = 0,
+def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
              corpus: dict[str, Any] | None = None,
              classifier_options: dict[str, Any] | None = None,
              obfuscator_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,109 +57,79 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True, seed:
     ``corpus`` (``speakers``, ``sentences``), ``classifier_options`` and ``obfuscator_options``
     override the quick presets (the integration test uses them to run small).
     """
+    from optin.evaluation.report import build_report
+
     out = Path(out)
     start = time.perf_counter()
-    _stage("synthesizing the built-in quick corpus", start)
-    report = synthesize_corpus(out / "corpus", quick=True, seed=seed, progress=progress,
-                               **(corpus or {}))
-    manifest = Manifest.read(report.out)
-
-    _stage("computing spectrogram features", start)
-    cache = FeatureCache.for_manifest(manifest)
-    cache_report = cache.fill(manifest, progress=progress)
-    if cache_report.failed:
-        print(cache_report.summary(), file=sys.stderr)
-
-    models = out / "models"
-    for attribute in DEMO_ATTRIBUTES:
-        _stage(f"training the {attribute} classifier (quick preset)", start)
-        config = preset_config(attribute, "quick", seed=seed, **(classifier_options or {}))
-        train_classifier(manifest, config, models / f"classifier-{attribute}", progress=progress)
-
-    _stage("training the obfuscator that permits gender only (quick preset)", start)
-    obf_dir = models / "obfuscator-gender"
-    train_obfuscator(manifest, models / "classifier-gender", obf_dir,
-                     obfuscator_preset("quick", seed=seed, **(obfuscator_options or {})),
-                     progress=progress)
-    obfuscator = Obfuscator.load(obf_dir)
-
-    _stage("evaluating on the test split, original and obfuscated", start)
-    keep = ("utterance_accuracy", "segment_accuracy", "balanced_accuracy", "chance",
-            "utterances")
-    rows: dict[str, Any] = {}
-    for attribute, role in (("gender", "target T (permitted)"),
-                            ("speaker", "ignorant attacker")):
-        model_dir = models / f"classifier-{attribute}"
-        original = evaluate_classifier(model_dir, manifest, "test", progress=False,
-                                       return_predictions=True)
-        obfuscated = evaluate_classifier(model_dir, manifest, "test", progress=False,
-                                         transform=obfuscator.obfuscate_features,
-                                         return_predictions=True)
-        same = [a == b for a, b in zip(original["predictions"], obfuscated["predictions"],
-                                       strict=True)]
-        rows[attribute] = {"role": role,
-                           "original": {k: original[k] for k in keep},
-                           "obfuscated": {k: obfuscated[k] for k in keep},
-                           "agreement": sum(same) / len(same)}
-
-    _stage("writing example audio", start)
-    examples = write_examples(manifest, cache, out / "examples", obfuscator)
-
+    experiments = [run_experiment(config, out, progress=progress, report=False)
+                   for config in demo_configs(corpus, classifier_options, obfuscator_options)]
+    report = build_report([out], out)
+    obfuscator_dir = Path(experiments[0]["systems"]["opt-in"]["models"][0])
+    manifest = Manifest.read(experiments[0]["manifest"])
+    examples = write_examples(manifest, obfuscator_dir, out / "examples")
     summary = {
-        "corpus": str(report.out),
-        "utterances": len(manifest),
-        "permitted": "gender",
-        "results": rows,
-        "obfuscator": str(obf_dir),
+        "experiments": experiments,
+        "results": str(out / "results.json"),
+        "report": str(report),
+        "figures": sorted(str(p) for p in (out / "figures").glob("*.png")),
         "examples": [str(p) for p in examples],
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
-    _stage(f"done; summary in {out / 'summary.json'}", start)
+    print(f"[demo {summary['seconds']:7.1f} s] done", file=sys.stderr)
     return summary
 
 
-def write_examples(manifest: Manifest, cache: FeatureCache, folder: Path,
-                   obfuscator: Obfuscator | None = None, count: int = 3) -> list[Path]:
-    """Copy a few test utterances beside their Griffin-Lim resynthesis from the features and,
-    with an obfuscator, their obfuscated audio."""
+def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count: int = 3
+                   ) -> list[Path]:
+    """Copy a few test utterances beside their obfuscated audio (Griffin-Lim)."""
+    from optin.privacy.obfuscator import Obfuscator
+
+    obfuscator = Obfuscator.load(obfuscator_dir)
+    cache = FeatureCache.for_manifest(manifest, obfuscator.features)
     folder.mkdir(parents=True, exist_ok=True)
     rows = manifest.split("test").rows
     chosen = [rows[i * len(rows) // count] for i in range(min(count, len(rows)))]
     written = []
     for row in chosen:
         path = manifest.audio_path(row)
-        spec = cache.load(path)
         original = folder / f"{row['id']}.original.wav"
         original.write_bytes(path.read_bytes())
-        resynth = folder / f"{row['id']}.resynthesized.wav"
-        wave = to_waveform(spec.features, spec.mean, spec.std, config=cache.config,
-                           n_samples=spec.n_samples)
-        write_audio(resynth, wave, cache.config.sample_rate)
-        written += [original, resynth]
-        if obfuscator is not None:
-            obfuscated = folder / f"{row['id']}.obfuscated.wav"
-            write_audio(obfuscated, obfuscator.to_waveform(obfuscator(spec)),
-                        cache.config.sample_rate)
-            written.append(obfuscated)
+        obfuscated = folder / f"{row['id']}.obfuscated.wav"
+        spec = obfuscator(cache.load(path))
+        write_audio(obfuscated, obfuscator.to_waveform(spec), obfuscator.features.sample_rate)
+        written += [original, obfuscated]
     return written
 
 
+def _fmt(stat: dict[str, Any] | None) -> str:
+    return "n/a" if stat is None else f"{stat['mean']:.3f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as a small text table."""
-    lines = [
-        f"built-in corpus (synthetic eSpeak speech): {summary['utterances']} utterances; "
-        f"permitted task: {summary['permitted']}",
-        f"{'classifier':<8} {'role':<21} {'original':>8} {'obfuscated':>10} {'agreement':>9} "
-        f"{'chance':>6}",
-    ]
-    for name, r in summary["results"].items():
-        lines.append(f"{name:<8} {r['role']:<21} {r['original']['utterance_accuracy']:>8.3f} "
-                     f"{r['obfuscated']['utterance_accuracy']:>10.3f} {r['agreement']:>9.3f} "
-                     f"{r['original']['chance']:>6.3f}")
-    lines.append("(utterance accuracy on the test split)")
+    """The summary as a small text table (test-split utterance accuracy)."""
+    lines = ["built-in corpus (synthetic eSpeak speech), opt-in obfuscator permitting speaker "
+             "identity; test-split utterance accuracy"]
+    header = (f"{'experiment':<11} {'attribute':<9} {'chance':>6} {'original':>8} "
+              f"{'ignorant':>8} {'informed':>8} {'output-only':>11}")
+    for experiment in summary["experiments"]:
+        system = experiment["systems"]["opt-in"]
+        target = system["target"]
+        lines.append("")
+        lines.append(f"{experiment['name']}: target T ({experiment['permitted']}) original "
+                     f"{_fmt(target['original'])}, obfuscated {_fmt(target['obfuscated'])}, "
+                     f"agreement {_fmt(target['agreement'])}")
+        lines.append(header)
+        for attribute, attack in system["attacks"].items():
+            lines.append(f"{experiment['name']:<11} {attribute:<9} {_fmt(attack['chance']):>6} "
+                         f"{_fmt(attack['original']):>8} {_fmt(attack['ignorant']):>8} "
+                         f"{_fmt(attack['informed']):>8} {_fmt(attack['output_only']):>11}")
+    lines.append("")
+    lines.append(f"report:   {summary['report']}")
+    for fig in summary["figures"]:
+        lines.append(f"figure:   {fig}")
     if summary["examples"]:
-        lines.append(f"examples to listen to: {Path(summary['examples'][0]).parent}")
+        lines.append(f"listen:   {Path(summary['examples'][0]).parent}")
     lines.append(f"wall time: {summary['seconds']:.0f} s")
     return "\n".join(lines)

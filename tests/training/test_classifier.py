@@ -108,9 +108,11 @@ def test_mismatched_architecture_is_refused(gender_run, tmp_path):
 
 def test_finished_run_is_not_retrained_and_other_settings_refused(gender_run, quick_corpus):
     out, final = gender_run
+    stamp = (out / "config.json").stat().st_mtime_ns
     again = train_classifier(quick_corpus, tiny("gender", epochs=4, draws_per_epoch=160), out,
                              progress=False)
     assert again["weights_sha256"] == final["weights_sha256"]
+    assert (out / "config.json").stat().st_mtime_ns == stamp  # not even rewritten
     with pytest.raises(ManifestError, match="holds a run with other settings"):
         train_classifier(quick_corpus, tiny("gender", epochs=5, draws_per_epoch=160), out,
                          progress=False)

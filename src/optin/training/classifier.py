@@ -300,7 +300,7 @@ def train_classifier(
 
     state_dir = out_dir / "train_state"
     state = load_state(state_dir)
-    if state is not None and state.get("finished"):
+    if state is not None and state.get("progress", {}).get("finished"):
         _log(f"{out_dir}: already trained; nothing to do")
         return json.loads((out_dir / "config.json").read_text())
 
@@ -312,6 +312,9 @@ def train_classifier(
              else FeatureCache.for_manifest(manifest, features))
     train_store = FeatureStore(train, cache, progress=progress)
     valid_store = FeatureStore(valid, cache, progress=progress)
+    if transform is not None:  # protected data: transform each utterance once
+        train_store = train_store.transformed(transform, progress)
+        valid_store = valid_store.transformed(transform, progress)
     train_labels = encoder.encode_all(train_store.manifest)
     valid_labels = torch.tensor(encoder.encode_all(valid_store.manifest))
     segments = config.segments
@@ -328,7 +331,7 @@ def train_classifier(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     draws = config.draws_per_epoch or segment_count(train_store, segments)
     sampler = BalancedSampler(train_labels, draws, config.seed, balanced=config.balanced)
-    dataset = RandomCropDataset(train_store, train_labels, segments, transform=transform)
+    dataset = RandomCropDataset(train_store, train_labels, segments)
     steps = math.ceil(draws / config.batch_size)
 
     progress_state: dict[str, Any] = {

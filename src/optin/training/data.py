@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from optin.audio.segments import SegmentConfig, count_segments, segment
 from optin.corpora.feature_cache import CacheReport, FeatureCache
@@ -53,6 +54,22 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def transformed(self, transform: Callable[[Tensor], Tensor], progress: bool = False
+                    ) -> FeatureStore:
+        """A store holding ``transform(features)`` of every row, computed once, in memory.
+
+        Used for protected data (e.g. obfuscated features): each utterance is transformed
+        whole, once, instead of at every draw.
+        """
+        out = object.__new__(FeatureStore)
+        out.cache, out.report, out.manifest, out.paths = (self.cache, self.report,
+                                                          self.manifest, self.paths)
+        out._memory = [transform(self.features(i))
+                       for i in tqdm(range(len(self)), desc="protecting", unit="utt",
+                                     disable=not progress, leave=False)]
+        out.frames = [int(f.shape[1]) for f in out._memory]
+        return out
 
     def features(self, index: int) -> Tensor:
         """(F, T) features of row ``index``."""

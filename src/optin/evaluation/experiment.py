@@ -1,0 +1,437 @@
+"""Experiments declared in YAML: train what they need, attack, aggregate over seeds, report.
+
+A config (see ``configs/``)::
+
+    name: builtin-fig3a                 # unique; names the results
+    title: "Built-in corpus: permit speaker, attack gender"
+    figure: 3a
+    corpus: builtin
+    data:                               # exactly one of:
+      synth: {quick: true}              #   the built-in corpus, synthesized into OUT/data/
+      # import: {corpus: ravdess, src: "."}   #   a real corpus under --data-root
+      # manifest: path/to/manifest.csv        #   an existing manifest (relative to --data-root)
+    protocol: same-speakers             # split protocol, or "manifest" to keep the manifest's
+    split_seed: 0
+    permitted: speaker                  # the target task T
+    attacked: [gender]                  # one or two attributes
+    systems: [opt-in]                   # protection systems (see SYSTEMS)
+    preset: quick                       # quick | paper, for every model
+    seeds: [0]
+    classifier: {}                      # overrides of the classifier preset (optional)
+    obfuscator: {}                      # overrides of the obfuscator preset (optional)
+
+Every trained model lives under ``OUT/models/<kind>-<key>`` where the key hashes its settings,
+its data fingerprint and what it depends on (e.g. the target's weights), so a rerun skips what is
+done, another experiment reuses what it shares, and a killed run resumes inside the model it was
+training. Results go to ``OUT/results.json`` (schema in ``optin.evaluation.report``), with the
+report and figures beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import Tensor
+
+from optin import __version__
+from optin.corpora.feature_cache import FeatureCache
+from optin.corpora.manifest import Manifest
+from optin.corpora.splits import assign_split
+from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
+from optin.training.checkpoint import read_config, write_json
+from optin.training.classifier import (
+    Classifier,
+    evaluate_classifier,
+    preset_config,
+    train_classifier,
+)
+from optin.training.data import FeatureStore
+from optin.training.obfuscator import obfuscator_preset, train_obfuscator
+
+REQUIRED = ("name", "data", "permitted", "attacked")
+KNOWN = (*REQUIRED, "title", "figure", "corpus", "protocol", "split_seed", "systems", "preset",
+         "seeds", "classifier", "obfuscator")
+
+
+class ExperimentError(ValueError):
+    """A config that cannot run; the message names the file and the field."""
+
+
+@dataclass
+class ExperimentConfig:
+    """A parsed experiment config."""
+
+    name: str
+    data: dict[str, Any]
+    permitted: str
+    attacked: list[str]
+    title: str = ""
+    figure: str | None = None
+    corpus: str = ""
+    protocol: str = "manifest"
+    split_seed: int = 0
+    systems: list[str] = field(default_factory=lambda: ["opt-in"])
+    preset: str = "quick"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    classifier: dict[str, Any] = field(default_factory=dict)
+    obfuscator: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ExperimentConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ExperimentError(f"experiment config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ExperimentError(f"{path}: not valid YAML ({err})") from err
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: Path | None = None) -> ExperimentConfig:
+        where = str(source) if source else "experiment config"
+        if not isinstance(data, dict):
+            raise ExperimentError(f"{where}: expected a mapping at the top level")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise ExperimentError(f"{where}: missing field(s) {', '.join(missing)}")
+        unknown = sorted(set(data) - set(KNOWN))
+        if unknown:
+            raise ExperimentError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        attacked = data["attacked"]
+        if isinstance(attacked, str):
+            attacked = [attacked]
+        if not attacked or len(attacked) > 2:
+            raise ExperimentError(f"{where}: 'attacked' needs one or two attributes")
+        if data["permitted"] in attacked:
+            raise ExperimentError(f"{where}: the permitted attribute cannot also be attacked")
+        sources = [k for k in ("synth", "import", "manifest") if k in (data["data"] or {})]
+        if len(sources) != 1:
+            raise ExperimentError(f"{where}: 'data' needs exactly one of synth, import, "
+                                  f"manifest (found {', '.join(sources) or 'none'})")
+        systems = data.get("systems", ["opt-in"])
+        bad = [s for s in systems if s not in SYSTEMS]
+        if bad:
+            raise ExperimentError(f"{where}: unknown system(s) {', '.join(bad)}; known: "
+                                  f"{', '.join(SYSTEMS)}")
+        values = {k: v for k, v in data.items() if k in KNOWN}
+        values["attacked"] = list(attacked)
+        values["figure"] = None if data.get("figure") is None else str(data["figure"])
+        return cls(**values, source=source)
+
+
+# ---------------------------------------------------------------------- systems
+@dataclass
+class SystemContext:
+    """What a protection system may use to fit itself for one seed."""
+
+    manifest: Manifest
+    target_dir: Path
+    models_dir: Path
+    preset: str
+    seed: int
+    overrides: dict[str, Any]
+    progress: bool
+    log: Callable[[str], None]
+
+
+@dataclass
+class FittedSystem:
+    """A protection system ready to protect features: (F, T) -> (F, T)."""
+
+    transform: Callable[[Tensor], Tensor]
+    model_dir: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_opt_in(ctx: SystemContext) -> FittedSystem:
+    """The paper's opt-in obfuscator, trained against the frozen target model."""
+    from optin.privacy.obfuscator import Obfuscator
+
+    config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.overrides)
+    target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
+    final = train_obfuscator(ctx.manifest, ctx.target_dir, out, config, progress=ctx.progress)
+    obfuscator = Obfuscator.load(out)
+    return FittedSystem(obfuscator.obfuscate_features, out,
+                        {"converged": final.get("training", {}).get("converged"),
+                         "model_dir": str(out)})
+
+
+SYSTEMS: dict[str, tuple[str, Callable[[SystemContext], FittedSystem]]] = {
+    "opt-in": ("opt-in obfuscator", fit_opt_in),
+}
+
+
+# ---------------------------------------------------------------------- running
+def key_of(settings: dict[str, Any], manifest: Manifest, *depends: str) -> str:
+    """12 hex digits identifying a model: its settings, its data and what it builds on."""
+    blob = json.dumps({"settings": settings, "data": manifest.fingerprint(),
+                       "depends": list(depends)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def stat(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """{"mean", "std", "values"} over seeds (population std; 0 for one seed)."""
+    clean = [float(v) for v in values if v is not None]
+    if not clean:
+        return None
+    return {"mean": statistics.fmean(clean),
+            "std": statistics.pstdev(clean) if len(clean) > 1 else 0.0, "values": clean}
+
+
+class Stages:
+    """One line per stage on stderr with the elapsed time since the experiment began."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.start:7.1f} s] {message}",
+              file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def prepare_manifest(config: ExperimentConfig, out: Path, data_root: Path | None,
+                     progress: bool) -> Manifest:
+    """Synthesize, import or read the corpus, then apply the split protocol."""
+    spec = config.data
+    data_dir = out / "data"
+    if "synth" in spec:
+        from optin.corpora.synth import synthesize_corpus
+
+        options = dict(spec["synth"] or {})
+        report = synthesize_corpus(data_dir / f"builtin-{key_of_dict(options)}",
+                                   progress=progress, **options)
+        manifest = report.manifest
+    elif "import" in spec:
+        from optin.corpora.registry import import_corpus
+
+        options = dict(spec["import"])
+        corpus = options.pop("corpus")
+        if data_root is None:
+            raise ExperimentError(f"{config.source}: importing {corpus} needs --data-root")
+        src = data_root / options.pop("src", ".")
+        target = data_dir / f"{corpus}-{key_of_dict({'src': str(src.resolve()), **options})}.csv"
+        if not target.is_file():
+            import_corpus(corpus, src, target, progress=progress, **options)
+        manifest = Manifest.read(target)
+    else:
+        path = Path(spec["manifest"])
+        if not path.is_absolute():
+            path = (data_root or Path.cwd()) / path
+        manifest = Manifest.read(path)
+    if config.protocol != "manifest":
+        manifest = assign_split(manifest, config.protocol, seed=config.split_seed)  # type: ignore[arg-type]
+        path = data_dir / f"{config.name}-split.csv"
+        manifest.write(path)
+        manifest = Manifest.read(path)
+    for column in (config.permitted, *config.attacked):
+        manifest.require_column(column)
+    return manifest
+
+
+def key_of_dict(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _train(manifest: Manifest, attribute: str, role: str, models: Path, preset: str,
+           seed: int, overrides: dict[str, Any], progress: bool,
+           transform: Callable[[Tensor], Tensor] | None = None,
+           protected_by: Path | None = None) -> Path:
+    """Train (or find) a DeepSpeech2 classifier; returns its folder."""
+    config = preset_config(attribute, preset, role=role, seed=seed, **overrides)
+    depends = [read_config(protected_by / "obfuscator")["weights_sha256"]] if protected_by else []
+    kind = f"{role}-{attribute}" + ("-protected" if protected_by else "")
+    out = models / f"{kind}-{key_of(config.run_settings(), manifest, *depends)}"
+    note = {"protected_by": str(protected_by)} if protected_by else None
+    train_classifier(manifest, config, out, progress=progress, transform=transform,
+                     data_note=note)
+    return out
+
+
+def _checked(result: dict[str, Any], what: str) -> dict[str, Any]:
+    """Refuse an evaluation that scored nothing or produced a non-number."""
+    value = result.get("utterance_accuracy")
+    if not result.get("utterances") or value is None or not math.isfinite(value):
+        raise ExperimentError(f"{what}: the evaluation produced no usable number "
+                              f"({result.get('utterances', 0)} utterances, accuracy {value})")
+    return result
+
+
+def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
+             log: Stages, progress: bool) -> dict[str, Any]:
+    """Every number of one seed: {system: {"target": {...}, "attacks": {attr: {...}}}}."""
+    models = out / "models"
+    cache = FeatureCache.for_manifest(manifest)
+    log(f"seed {seed}: target model T for '{config.permitted}'")
+    target_dir = _train(manifest, config.permitted, "target", models, config.preset, seed,
+                        config.classifier, progress)
+    originals = {}
+    for attribute in config.attacked:
+        log(f"seed {seed}: original classifier for '{attribute}' (also the ignorant attacker)")
+        originals[attribute] = _train(manifest, attribute, "attacker", models, config.preset,
+                                      seed, config.classifier, progress)
+    target = Classifier.load(target_dir)
+    train_store = FeatureStore(manifest.split("train"), cache, progress=False)
+    test_store = FeatureStore(manifest.split("test"), cache, progress=False)
+    t_original = _checked(evaluate_classifier(target_dir, manifest, "test", progress=False,
+                                              classifier=target, return_predictions=True),
+                          "target on original test data")
+    results: dict[str, Any] = {}
+    for system in config.systems:
+        label, fit = SYSTEMS[system]
+        log(f"seed {seed}: fitting system '{system}'")
+        fitted = fit(SystemContext(manifest, target_dir, models, config.preset, seed,
+                                   config.obfuscator, progress, log))
+        log(f"seed {seed}: evaluating '{system}' on the test split")
+        t_protected = _checked(evaluate_classifier(
+            target_dir, manifest, "test", progress=False, classifier=target,
+            transform=fitted.transform, return_predictions=True),
+            f"target on '{system}' test data")
+        same = [a == b for a, b in zip(t_original["predictions"], t_protected["predictions"],
+                                       strict=True)]
+        attacks: dict[str, Any] = {}
+        for attribute in config.attacked:
+            original_clf = Classifier.load(originals[attribute])
+            original = _checked(evaluate_classifier(
+                originals[attribute], manifest, "test", progress=False,
+                classifier=original_clf), f"original '{attribute}' classifier")
+            ignorant = _checked(evaluate_classifier(
+                originals[attribute], manifest, "test", progress=False,
+                classifier=original_clf, transform=fitted.transform),
+                f"ignorant '{attribute}' attacker on '{system}' data")
+            log(f"seed {seed}: informed attacker for '{attribute}' on '{system}' data")
+            informed_dir = _train(manifest, attribute, "attacker", models, config.preset, seed,
+                                  config.classifier, progress, transform=fitted.transform,
+                                  protected_by=fitted.model_dir)
+            informed = _checked(evaluate_classifier(
+                informed_dir, manifest, "test", progress=False, transform=fitted.transform),
+                f"informed '{attribute}' attacker on '{system}' data")
+            output_only = output_only_accuracy(target, train_store, test_store, attribute,
+                                               transform=fitted.transform,
+                                               config=OutputOnlyConfig(seed=seed))
+            attacks[attribute] = {
+                "chance": chance_on_test(manifest, attribute),
+                "original": original["utterance_accuracy"],
+                "ignorant": ignorant["utterance_accuracy"],
+                "informed": informed["utterance_accuracy"],
+                "output_only": output_only,
+                "excess_leakage": informed["utterance_accuracy"] - output_only,
+            }
+        results[system] = {
+            "label": label,
+            "target": {"original": t_original["utterance_accuracy"],
+                       "obfuscated": t_protected["utterance_accuracy"],
+                       "agreement": sum(same) / len(same)},
+            "attacks": attacks,
+            "info": fitted.info,
+        }
+    return results
+
+
+def run_experiment(config: ExperimentConfig | str | os.PathLike, out: str | os.PathLike,
+                   data_root: str | os.PathLike | None = None, progress: bool = True,
+                   report: bool = True) -> dict[str, Any]:
+    """Run one experiment into ``out`` (shared with other experiments); update results.json."""
+    if not isinstance(config, ExperimentConfig):
+        config = ExperimentConfig.read(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Stages(config.name)
+    log("preparing the data")
+    manifest = prepare_manifest(config, out, Path(data_root) if data_root else None, progress)
+    per_seed = {seed: run_seed(config, manifest, out, seed, log, progress)
+                for seed in config.seeds}
+    experiment = aggregate(config, manifest, per_seed, log.elapsed)
+    results_path = out / "results.json"
+    results = (json.loads(results_path.read_text()) if results_path.is_file()
+               else {"schema": "optin-results/1", "experiments": [], "rows": []})
+    results["experiments"] = [e for e in results["experiments"] if e["name"] != config.name]
+    results["experiments"].append(experiment)
+    results["rows"] = [r for r in results["rows"] if r["experiment"] != config.name]
+    results["rows"] += tidy_rows(config, per_seed)
+    results.update(created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                   code_version=__version__)
+    write_json(results_path, results)
+    log(f"results in {results_path}")
+    if report:
+        from optin.evaluation.report import build_report
+
+        path = build_report([out], out)
+        log(f"report in {path}")
+    return experiment
+
+
+def aggregate(config: ExperimentConfig, manifest: Manifest,
+              per_seed: dict[int, dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Mean and spread over seeds, in the results schema."""
+    seeds = list(per_seed)
+    systems: dict[str, Any] = {}
+    for system in config.systems:
+        runs = [per_seed[s][system] for s in seeds]
+        systems[system] = {
+            "label": runs[0]["label"],
+            "target": {k: stat([r["target"][k] for r in runs])
+                       for k in ("original", "obfuscated", "agreement")},
+            "attacks": {a: {k: stat([r["attacks"][a][k] for r in runs])
+                            for k in ("chance", "original", "ignorant", "informed",
+                                      "output_only", "excess_leakage")}
+                        for a in config.attacked},
+            "converged": [r["info"].get("converged") for r in runs],
+            "models": [r["info"].get("model_dir") for r in runs],
+        }
+    return {
+        "name": config.name, "title": config.title or config.name, "figure": config.figure,
+        "corpus": config.corpus, "manifest": str(manifest.source),
+        "manifest_fingerprint": manifest.fingerprint(), "protocol": config.protocol,
+        "permitted": config.permitted, "attacked": config.attacked, "preset": config.preset,
+        "seeds": seeds, "wall_seconds": round(seconds, 1), "systems": systems,
+    }
+
+
+def tidy_rows(config: ExperimentConfig, per_seed: dict[int, dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """One row per number and seed (experiment, corpus, split, system, attacker, attribute)."""
+    rows = []
+    for seed, systems in per_seed.items():
+        for system, r in systems.items():
+            base = {"experiment": config.name, "corpus": config.corpus, "split": "test",
+                    "system": system, "seed": seed}
+            for key, value in r["target"].items():
+                rows.append({**base, "attacker": f"target_{key}",
+                             "attribute": config.permitted, "metric": "accuracy"
+                             if key != "agreement" else "agreement", "value": value})
+            for attribute, attack in r["attacks"].items():
+                for attacker, value in attack.items():
+                    rows.append({**base, "attacker": attacker, "attribute": attribute,
+                                 "metric": "accuracy", "value": value})
+    return rows
+
+
+def load_experiments(paths: Sequence[str | os.PathLike]) -> list[ExperimentConfig]:
+    """Read several configs; a clear error for a duplicate name."""
+    configs = [ExperimentConfig.read(p) for p in paths]
+    names = [c.name for c in configs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ExperimentError(f"experiment name(s) used twice: {', '.join(dup)}")
+    return configs
+

@@ -1,0 +1,130 @@
+"""The experiment harness end to end on a tiny config: results, resume, refusal of empty stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optin.evaluation import experiment as experiment_module
+from optin.evaluation.experiment import ExperimentConfig, ExperimentError, run_experiment
+
+TINY_CLASSIFIER = {"conv_channels": 8, "hidden_size": 32, "rnn_layers": 1, "epochs": 2,
+                   "draws_per_epoch": 64, "batch_size": 16}
+TINY_OBFUSCATOR = {"obfuscator_width": 4, "obfuscator_blocks": 1, "deobfuscator_width": 4,
+                   "deobfuscator_blocks": 1, "segment_length": 32, "batch_size": 8,
+                   "draws_per_epoch": 32, "epochs": 1}
+
+
+def tiny_config(name: str = "tiny-fig4", attacked=("gender", "emotion")) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({
+        "name": name, "title": "tiny", "figure": "4", "corpus": "builtin",
+        "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
+        "protocol": "manifest", "permitted": "speaker", "attacked": list(attacked),
+        "systems": ["opt-in"], "preset": "quick", "seeds": [0],
+        "classifier": TINY_CLASSIFIER, "obfuscator": TINY_OBFUSCATOR,
+    })
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment")
+    experiment = run_experiment(tiny_config(), out, progress=False)
+    return out, experiment
+
+
+@pytest.mark.slow
+def test_runs_end_to_end_with_every_number(tiny_run):
+    out, _ = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "optin-results/1"
+    (stored,) = results["experiments"]
+    assert stored["name"] == "tiny-fig4" and stored["seeds"] == [0]
+    system = stored["systems"]["opt-in"]
+    for key in ("original", "obfuscated", "agreement"):
+        assert 0.0 <= system["target"][key]["mean"] <= 1.0
+    for attribute in ("gender", "emotion"):
+        attack = system["attacks"][attribute]
+        for key in ("chance", "original", "ignorant", "informed", "output_only"):
+            assert 0.0 <= attack[key]["mean"] <= 1.0, (attribute, key)
+        assert attack["excess_leakage"]["mean"] == pytest.approx(
+            attack["informed"]["mean"] - attack["output_only"]["mean"])
+    assert attack["chance"]["mean"] == pytest.approx(0.2)  # 5 balanced emotions
+    attackers = {(r["attacker"], r["attribute"]) for r in results["rows"]}
+    assert ("informed", "emotion") in attackers and ("target_agreement", "speaker") in attackers
+    assert (out / "report.md").is_file()
+    assert list((out / "figures").glob("*.png")) and list((out / "figures").glob("*.svg"))
+
+
+@pytest.mark.slow
+def test_rerun_reuses_models_and_a_killed_run_resumes(tiny_run, monkeypatch):
+    out, first = tiny_run
+    models = sorted(p.name for p in (out / "models").iterdir())
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/config.json")}
+    again = run_experiment(tiny_config(), out, progress=False)
+    assert sorted(p.name for p in (out / "models").iterdir()) == models
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    assert again["systems"] == first["systems"]
+
+    # a second experiment sharing T and the gender classifier is killed while fitting the
+    # obfuscator's system; the rerun finishes and reuses what the first experiment trained
+    real_fit = experiment_module.SYSTEMS["opt-in"]
+
+    def killed(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(experiment_module.SYSTEMS, "opt-in", (real_fit[0], killed))
+    config = tiny_config("tiny-fig3a", attacked=("gender",))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, out, progress=False)
+    monkeypatch.setitem(experiment_module.SYSTEMS, "opt-in", real_fit)
+    done = run_experiment(config, out, progress=False)
+    assert done["systems"]["opt-in"]["attacks"]["gender"] == \
+        first["systems"]["opt-in"]["attacks"]["gender"]
+    names = [e["name"] for e in json.loads((out / "results.json").read_text())["experiments"]]
+    assert names == ["tiny-fig4", "tiny-fig3a"]
+
+
+@pytest.mark.slow
+def test_a_stage_that_produces_nothing_stops_the_run(tiny_run, monkeypatch):
+    out, _ = tiny_run
+    real = experiment_module.evaluate_classifier
+
+    def empty(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if kwargs.get("transform") is not None:
+            result["utterances"] = 0
+        return result
+
+    monkeypatch.setattr(experiment_module, "evaluate_classifier", empty)
+    with pytest.raises(ExperimentError, match="produced no usable number"):
+        run_experiment(tiny_config(), out, progress=False, report=False)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\npermitted: speaker\nattacked: [gender]\n")
+    with pytest.raises(ExperimentError, match=r"bad\.yaml: missing field\(s\) data"):
+        ExperimentConfig.read(path)
+    path.write_text("name: x\ndata: {synth: {}}\npermitted: speaker\nattacked: [speaker]\n")
+    with pytest.raises(ExperimentError, match="cannot also be attacked"):
+        ExperimentConfig.read(path)
+    path.write_text("name: x\ndata: {synth: {}}\npermitted: speaker\nattacked: [gender]\n"
+                    "systems: [magic]\n")
+    with pytest.raises(ExperimentError, match="unknown system"):
+        ExperimentConfig.read(path)
+    path.write_text("name: x\ndata: {}\npermitted: speaker\nattacked: [gender]\nfoo: 1\n")
+    with pytest.raises(ExperimentError, match="unknown field"):
+        ExperimentConfig.read(path)
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
+    assert len(configs) == 13
+    names = {ExperimentConfig.read(p).name for p in configs}
+    assert len(names) == 13
+    for corpus in ("ravdess", "emovdb", "librispeech", "voxceleb2", "builtin"):
+        assert f"{corpus}-fig3a" in names and f"{corpus}-fig3b" in names
+    assert {"ravdess-fig4", "emovdb-fig4", "builtin-fig4"} <= names
