@@ -81,6 +81,7 @@ import logging
 import math
 import os
 import re
+import textwrap
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -442,7 +443,8 @@ def _draw_experiment(ax: Axes, experiment: dict[str, Any], title: str | None = N
         ax.set_ylabel(f"{experiment.get('permitted') or 'target'} (target task) accuracy")
     else:
         ax.set_ylabel(f"{attacked[1]} attacker accuracy")
-    ax.set_title(title or experiment.get("title") or experiment["name"], fontsize="medium")
+    text = title or experiment.get("title") or experiment["name"]
+    ax.set_title(textwrap.fill(text, 55), fontsize="medium")  # long titles wrap, never clip
     ax.grid(True, linewidth=0.3, alpha=0.5)
     if not points:
         ax.text(0.5, 0.5, "no numbers to plot", ha="center", va="center",
