@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -119,8 +120,6 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_shipped_configs_parse():
-    from pathlib import Path
-
     configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
     assert len(configs) == 13
     names = {ExperimentConfig.read(p).name for p in configs}
@@ -128,3 +127,21 @@ def test_shipped_configs_parse():
     for corpus in ("ravdess", "emovdb", "librispeech", "voxceleb2", "builtin"):
         assert f"{corpus}-fig3a" in names and f"{corpus}-fig3b" in names
     assert {"ravdess-fig4", "emovdb-fig4", "builtin-fig4"} <= names
+
+
+def test_real_corpus_configs_import_under_data_root(tmp_path):
+    """The RAVDESS configs' data path: import from --data-root, then the paper's split."""
+    from optin.corpora.dummies import make_ravdess_tree
+    from optin.evaluation.experiment import prepare_manifest
+
+    tree = make_ravdess_tree(tmp_path / "RAVDESS", actors=(1, 2, 3, 4), extras=False)
+    config = ExperimentConfig.read(Path(__file__).parents[2] / "configs" / "ravdess-fig4.yaml")
+    manifest = prepare_manifest(config, tmp_path / "out", tree.src, progress=False)
+    assert len(manifest) == len(tree.expected)
+    splits = {s: {r["speaker"] for r in manifest.rows if r["split"] == s}
+              for s in ("train", "valid", "test")}
+    assert splits["train"] == splits["test"] == splits["valid"]  # same speakers, other clips
+    again = prepare_manifest(config, tmp_path / "out", tree.src, progress=False)
+    assert again.column("split") == manifest.column("split")
+    with pytest.raises(ExperimentError, match="needs --data-root"):
+        prepare_manifest(config, tmp_path / "out2", None, progress=False)
