@@ -161,3 +161,16 @@ def test_bad_inputs_are_named(quick_corpus, tmp_path):
     broken = manifest.replace_rows(rows)
     with pytest.raises(ManifestError, match=f"id '{rows[0]['id']}'.*nothing.wav"):
         train_classifier(broken, tiny("gender"), tmp_path / "d", progress=False)
+
+
+def test_presets_and_their_errors():
+    from optin.training.classifier import preset_config
+    from optin.training.obfuscator import obfuscator_preset
+
+    config = preset_config("gender", "paper", lr=None, epochs=3)
+    assert (config.rnn_layers, config.epochs, config.lr) == (3, 3, 1e-3)  # None keeps preset
+    assert obfuscator_preset("paper").deobfuscator_width == 64
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset_config("gender", "huge")
+    with pytest.raises(ValueError, match=r"unknown ObfuscatorTrainConfig option\(s\): bogus"):
+        obfuscator_preset("quick", bogus=1)

@@ -295,6 +295,10 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
     t_original = _checked(evaluate_classifier(target_dir, manifest, "test", progress=False,
                                               classifier=target, return_predictions=True),
                           "target on original test data")
+    original_clfs = {a: Classifier.load(d) for a, d in originals.items()}
+    original_scores = {a: _checked(evaluate_classifier(
+        originals[a], manifest, "test", progress=False, classifier=clf),
+        f"original '{a}' classifier") for a, clf in original_clfs.items()}
     results: dict[str, Any] = {}
     for system in config.systems:
         label, fit = SYSTEMS[system]
@@ -310,13 +314,10 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
                                        strict=True)]
         attacks: dict[str, Any] = {}
         for attribute in config.attacked:
-            original_clf = Classifier.load(originals[attribute])
-            original = _checked(evaluate_classifier(
-                originals[attribute], manifest, "test", progress=False,
-                classifier=original_clf), f"original '{attribute}' classifier")
+            original = original_scores[attribute]
             ignorant = _checked(evaluate_classifier(
                 originals[attribute], manifest, "test", progress=False,
-                classifier=original_clf, transform=fitted.transform),
+                classifier=original_clfs[attribute], transform=fitted.transform),
                 f"ignorant '{attribute}' attacker on '{system}' data")
             log(f"seed {seed}: informed attacker for '{attribute}' on '{system}' data")
             informed_dir = _train(manifest, attribute, "attacker", models, config.preset, seed,

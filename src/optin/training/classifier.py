@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ from optin.training.data import (
     eval_batches,
     segment_count,
 )
+from optin.training.presets import from_preset
 from optin.training.records import check_run_settings, write_metrics
 
 KIND = "deepspeech2-classifier"
@@ -126,14 +127,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_config(attribute: str, preset: str = "quick", **overrides: Any) -> ClassifierTrainConfig:
     """A training config from a named preset with explicit overrides (None values ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name for f in fields(ClassifierTrainConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return ClassifierTrainConfig(attribute=attribute, **values)
+    return from_preset(ClassifierTrainConfig, PRESETS, preset, overrides, attribute=attribute)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -533,8 +527,3 @@ def evaluate_classifier(
         result["ids"] = store.manifest.column("id")
         result["predictions"] = [clf.encoder.decode(int(i)) for i in pred["utterance_pred"]]
     return result
-
-
-def with_overrides(config: ClassifierTrainConfig, **changes: Any) -> ClassifierTrainConfig:
-    """A copy with some fields changed (None values ignored)."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ from optin.training.distributed import (
     setup,
     teardown,
 )
+from optin.training.presets import from_preset
 from optin.training.records import check_run_settings, write_metrics
 
 L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window for "converged"
@@ -138,15 +139,7 @@ OBFUSCATOR_PRESETS: dict[str, dict[str, Any]] = {
 
 def obfuscator_preset(preset: str = "quick", **overrides: Any) -> ObfuscatorTrainConfig:
     """A config from a named preset with explicit overrides (None values ignored)."""
-    if preset not in OBFUSCATOR_PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; choose one of "
-                         f"{', '.join(OBFUSCATOR_PRESETS)}")
-    values = {**OBFUSCATOR_PRESETS[preset], **{k: v for k, v in overrides.items()
-                                                if v is not None}}
-    unknown = set(values) - {f.name for f in fields(ObfuscatorTrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown obfuscator option(s): {', '.join(sorted(unknown))}")
-    return ObfuscatorTrainConfig(**values)
+    return from_preset(ObfuscatorTrainConfig, OBFUSCATOR_PRESETS, preset, overrides)
 
 
 def freeze_target(model: nn.Module) -> nn.Module:
