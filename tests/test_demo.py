@@ -13,29 +13,38 @@ from optin.demo import run_demo
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     kwargs = {
         "corpus": {"speakers": 4, "sentences": 3},
-        "classifier_options": {"conv_channels": 8, "hidden_size": 32, "rnn_layers": 1,
-                               "epochs": 2, "draws_per_epoch": 64},
-        "obfuscator_options": {"obfuscator_width": 4, "obfuscator_blocks": 1,
-                               "deobfuscator_width": 4, "deobfuscator_blocks": 1,
-                               "segment_length": 32, "batch_size": 8, "draws_per_epoch": 32,
-                               "epochs": 1},
+        "options": {
+            "classifier": {"conv_channels": 8, "hidden_size": 32, "rnn_layers": 1,
+                           "epochs": 2, "draws_per_epoch": 64},
+            "obfuscator": {"obfuscator_width": 4, "obfuscator_blocks": 1,
+                           "deobfuscator_width": 4, "deobfuscator_blocks": 1,
+                           "segment_length": 32, "batch_size": 8, "draws_per_epoch": 32,
+                           "epochs": 1},
+            "xvector": {"epochs": 2, "frame_channels": 16, "pool_channels": 32,
+                        "embed_dim": 32, "segment_dim": 32, "segment_length": 100},
+            "adr": {"epochs": 5, "classifier_epochs": 5},
+        },
     }
     summary = run_demo(tmp_path / "demo", progress=False, **kwargs)
     printed = capsys.readouterr().out
     assert "demo-fig3a" in printed and "demo-fig4" in printed and "informed" in printed
     names = [e["name"] for e in summary["experiments"]]
     assert names == ["demo-fig3a", "demo-fig4"]
-    fig4 = summary["experiments"][1]["systems"]["opt-in"]["attacks"]
-    assert set(fig4) == {"gender", "emotion"}
+    fig4 = summary["experiments"][1]["systems"]
+    assert set(fig4) == {"opt-in", "adr", "mcadams"}
+    assert all(set(s["attacks"]) == {"gender", "emotion"} for s in fig4.values())
+    assert "mcadams" in printed and "EER" in printed
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [e["name"] for e in results["experiments"]] == names
     assert (tmp_path / "demo" / "report.md").is_file()
     assert any(p.endswith(".png") for p in summary["figures"])
     kinds = sorted(p.split("/")[-1].split(".")[-2] for p in summary["examples"])
-    assert kinds.count("obfuscated") == kinds.count("original") == 3
+    assert kinds.count("obfuscated") == kinds.count("original") == kinds.count("mcadams") == 3
     # the two experiments share the target, the gender classifier and the obfuscator
     models = [p.name for p in (tmp_path / "demo" / "models").iterdir()]
     assert sum(m.startswith("target-speaker") for m in models) == 1
     assert sum(m.startswith("obfuscator-") for m in models) == 1
+    assert sum(m.startswith("adr-") for m in models) == 1
+    assert sum(m.startswith("xvector-") and "protected" not in m for m in models) == 1
     again = run_demo(tmp_path / "demo", progress=False, **kwargs)
     assert again["experiments"][0]["systems"] == summary["experiments"][0]["systems"]

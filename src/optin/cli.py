@@ -141,6 +141,23 @@ def _obfuscate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anonymize(args: argparse.Namespace) -> int:
+    from optin.baselines.anonymize import anonymize_inputs
+    from optin.baselines.mcadams import McAdamsConfig
+
+    config = McAdamsConfig(
+        alpha=0.8 if args.alpha is None else args.alpha,
+        alpha_range=tuple(args.alpha_range) if args.alpha_range else None,
+        per=args.per, seed=args.seed, lpc_order=args.lpc_order,
+    )
+    report = anonymize_inputs(args.inputs, args.out_dir, config, method=args.method,
+                              progress=not args.quiet, on_error=args.on_error,
+                              workers=args.workers)
+    print(report.summary())
+    print(f"settings: {config.describe()}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -197,6 +214,59 @@ def _report(args: argparse.Namespace) -> int:
 
     out = args.out or args.dirs[0]
     print(f"report: {build_report(args.dirs, out)}")
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from optin.deploy.streaming import stream_command
+
+    stream_command(args.model, source=args.input, output=args.output, chunk_ms=args.chunk_ms,
+                   rate=args.rate, window_ms=args.window_ms, phase=args.phase,
+                   seconds=args.seconds)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from optin.deploy.export import export_onnx
+
+    if (args.check_target is None) != (args.manifest is None):
+        raise ValueError("--check-target and --manifest go together")
+    report = export_onnx(args.model, args.out, int8=args.int8, calibration=args.calibration,
+                         include_frontend=not args.features_only, int8_layers=args.int8_layers)
+    result: dict = {"export": report.to_dict()}
+    if args.check_target is not None:
+        from optin.deploy.quantize import int8_agreement
+
+        result["int8_agreement"] = int8_agreement(
+            args.model, args.check_target, args.manifest, split=args.split,
+            calibration=args.calibration, cache_root=args.cache_dir, layers=args.int8_layers)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(report.summary())
+    if "int8_agreement" in result:
+        check = result["int8_agreement"]
+        print(f"target '{check['attribute']}' on {check['utterances']} {check['split']} "
+              f"utterances: int8 agrees with float32 on "
+              f"{check['agreement_int8_vs_float32']:.2%}, float32 ONNX with PyTorch on "
+              f"{check['agreement_onnx_vs_torch']:.2%}; accuracy torch "
+              f"{check['target_accuracy_torch']:.3f}, float32 "
+              f"{check['target_accuracy_float32']:.3f}, int8 {check['target_accuracy_int8']:.3f}"
+              f"; int8 feature error {check['int8_rel_rms_error']:.3f} (relative RMS)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from optin.deploy.bench import bench, format_bench
+
+    result = bench(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                   batch=args.batch, seconds=args.seconds, repeats=args.repeats,
+                   warmup=args.warmup, calibration=args.calibration)
+    print(json.dumps(result) if args.json else format_bench(result))
     return 0
 
 
@@ -362,6 +432,78 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "report", _report, "rebuild report.md and figures from stored results")
     p.add_argument("dirs", type=Path, nargs="+", help="run folders (results.json) to merge")
     p.add_argument("--out", type=Path, help="where to write (default: the first folder)")
+
+    p = add(sub, "anonymize", _anonymize,
+            "anonymize audio files, or a whole manifest, with a signal-processing baseline")
+    p.add_argument("--method", choices=["mcadams"], default="mcadams",
+                   help="McAdams pole-angle warping (VoicePrivacy Challenge B2)")
+    p.add_argument("inputs", type=Path, nargs="+", help="audio files or one manifest .csv")
+    p.add_argument("--out-dir", type=Path, required=True)
+    alpha = p.add_mutually_exclusive_group()
+    alpha.add_argument("--alpha", type=float, help="fixed McAdams coefficient (default 0.8)")
+    alpha.add_argument("--alpha-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="draw alpha from U(LOW, HIGH), e.g. 0.5 0.9 as in the challenge")
+    p.add_argument("--per", choices=["speaker", "utterance"], default="utterance",
+                   help="with --alpha-range: one draw per speaker or per utterance")
+    p.add_argument("--seed", type=int, default=0, help="seed of the alpha draws")
+    p.add_argument("--lpc-order", type=int, default=20)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+
+    p = add(sub, "stream", _stream,
+            "obfuscate a stream chunk by chunk: a file, raw PCM on stdin, or a microphone")
+    p.add_argument("--model", type=Path, required=True, help="obfuscator run or checkpoint")
+    p.add_argument("--input", default="-",
+                   help="audio file, '-' for raw 16-bit mono PCM on stdin (default), or 'mic'")
+    p.add_argument("--output", default="-",
+                   help="WAV/FLAC file, or '-' for raw 16-bit PCM on stdout (default)")
+    p.add_argument("--chunk-ms", type=float, default=100.0,
+                   help="frames made final per network run (rounded up to 40 ms steps)")
+    p.add_argument("--rate", type=int, default=16000,
+                   help="sample rate of raw PCM / microphone input and raw PCM output")
+    p.add_argument("--window-ms", type=float,
+                   help="frames per network run (default: the least that covers the "
+                        "receptive field)")
+    p.add_argument("--phase", choices=["input", "griffin-lim"], default="input",
+                   help="resynthesis phase: the input's own, or per-chunk Griffin-Lim")
+    p.add_argument("--seconds", type=float, help="with --input mic: stop after this long")
+
+    p = add(sub, "export", _export,
+            "export an obfuscator to ONNX (float32 or int8) for on-device use")
+    p.add_argument("--model", type=Path, required=True, help="obfuscator run or checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantization, calibrated on --calibration")
+    p.add_argument("--int8-layers", choices=["spatial", "all"], default="spatial",
+                   help="quantize the heavy 2-D convs only (default; keeps the target's "
+                        "answers) or every conv (faster)")
+    p.add_argument("--calibration", type=Path,
+                   help="manifest whose train rows calibrate int8 (default: the obfuscator's "
+                        "training manifest)")
+    p.add_argument("--features-only", action="store_true",
+                   help="graph from normalised features (B, 161, T) instead of the waveform")
+    p.add_argument("--check-target", type=Path, metavar="TARGET",
+                   help="also measure how often the target's predictions on int8-obfuscated "
+                        "input match float32 (needs --manifest)")
+    p.add_argument("--manifest", type=Path, help="manifest for --check-target")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--cache-dir", type=Path, help="feature cache for --check-target")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    p = add(sub, "bench", _bench,
+            "time the obfuscator per second of audio, beside the paper's Table 1")
+    p.add_argument("--model", type=Path,
+                   help="obfuscator run or checkpoint (default: untrained, paper size)")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8", "all"],
+                   default="torch", help="'all' compares them and reports the fastest")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    p.add_argument("--batch", type=int, default=1, help="waveforms per call (throughput)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of each waveform")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--calibration", type=Path, help="manifest for onnx-int8 calibration")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     p = add(sub, "demo", _demo, "run the main job end to end on the built-in corpus")
     p.add_argument("--out", type=Path, default=Path("optin-demo"), help="output folder")

@@ -1,11 +1,13 @@
 """``optin demo``: the main job, end to end, offline, on the built-in synthetic corpus.
 
-It runs the paper's Figure-3a experiment (permit speaker identity, attack gender) and Figure-4
-experiment (permit speaker identity, attack gender and the unspecified emotion) on the quick
+It runs the paper's Figure-3a experiment (permit speaker identity, attack gender; opt-in and
+ADR) and Figure-4 experiment (permit speaker identity, attack gender and the unspecified
+emotion; opt-in, the opt-out ADR protecting gender, and McAdams anonymization) on the quick
 built-in corpus with the quick preset and one seed, through the same experiment harness as
-``optin experiment``: target model, original classifiers (= ignorant attackers), the opt-in
-obfuscator, informed and output-only attackers. Both experiments share what they have in common
-(the corpus, T, the gender classifier, the obfuscator). It prints a summary table, writes
+``optin experiment``: target model, original classifiers (= ignorant attackers), the
+protection systems, informed and output-only attackers, and speaker verification (EER) for
+every system. Both experiments share what they have in common (the corpus, T, the gender
+classifier, the obfuscator, the x-vector extractor, ADR). It prints a summary table, writes
 ``results.json``, ``report.md`` and figures, and example WAVs: a few test utterances beside
 their obfuscated audio (Griffin-Lim), so a person can listen. Every stage resumes.
 
@@ -27,46 +29,52 @@ from optin.corpora.manifest import Manifest
 from optin.evaluation.experiment import ExperimentConfig, run_experiment
 
 DEMO_FIGURES = ("3a", "4")
+DEMO_SYSTEMS = {"3a": ["opt-in", "adr"], "4": ["opt-in", "adr", "mcadams"]}
 
 
 def demo_configs(corpus: dict[str, Any] | None = None,
-                 classifier: dict[str, Any] | None = None,
-                 obfuscator: dict[str, Any] | None = None) -> list[ExperimentConfig]:
-    """The two experiments of the demo (quick preset, one seed, the quick built-in corpus)."""
+                 options: dict[str, dict[str, Any]] | None = None) -> list[ExperimentConfig]:
+    """The two experiments of the demo (quick preset, one seed, the quick built-in corpus).
+
+    ``options`` maps config sections (classifier, obfuscator, xvector, adr, mcadams) to
+    overrides of their quick presets.
+    """
     data = {"synth": {"quick": True, **(corpus or {})}}
     common = {"corpus": "builtin", "data": data, "protocol": "manifest", "permitted": "speaker",
-              "systems": ["opt-in"], "preset": "quick", "seeds": [0],
-              "classifier": classifier or {}, "obfuscator": obfuscator or {}}
+              "preset": "quick", "seeds": [0], **(options or {})}
     return [
         ExperimentConfig.from_dict({**common, "name": "demo-fig3a", "figure": "3a",
                                     "title": "Built-in corpus: permit speaker, attack gender",
-                                    "attacked": ["gender"]}),
+                                    "attacked": ["gender"], "systems": DEMO_SYSTEMS["3a"]}),
         ExperimentConfig.from_dict({**common, "name": "demo-fig4", "figure": "4",
                                     "title": "Built-in corpus: permit speaker, attack gender "
                                              "and the unspecified emotion",
-                                    "attacked": ["gender", "emotion"]}),
+                                    "attacked": ["gender", "emotion"],
+                                    "systems": DEMO_SYSTEMS["4"]}),
     ]
 
 
 def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
              corpus: dict[str, Any] | None = None,
-             classifier_options: dict[str, Any] | None = None,
-             obfuscator_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the demo into ``out``; returns the summary (also written to ``out/summary.json``).
 
-    ``corpus`` (``speakers``, ``sentences``), ``classifier_options`` and ``obfuscator_options``
-    override the quick presets (the integration test uses them to run small).
+    ``corpus`` (``speakers``, ``sentences``) and ``options`` (per config section) override the
+    quick presets (the integration test uses them to run small).
     """
     from optin.evaluation.report import build_report
 
     out = Path(out)
     start = time.perf_counter()
     experiments = [run_experiment(config, out, progress=progress, report=False)
-                   for config in demo_configs(corpus, classifier_options, obfuscator_options)]
+                   for config in demo_configs(corpus, options)]
     report = build_report([out], out)
     obfuscator_dir = Path(experiments[0]["systems"]["opt-in"]["models"][0])
     manifest = Manifest.read(experiments[0]["manifest"])
-    examples = write_examples(manifest, obfuscator_dir, out / "examples")
+    mcadams = [Path(d) for e in experiments for d in
+               (e["systems"].get("mcadams") or {}).get("models", [])[:1]]
+    examples = write_examples(manifest, obfuscator_dir, out / "examples",
+                              mcadams_dir=mcadams[0] if mcadams else None)
     summary = {
         "experiments": experiments,
         "results": str(out / "results.json"),
@@ -81,9 +89,10 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
     return summary
 
 
-def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count: int = 3
-                   ) -> list[Path]:
-    """Copy a few test utterances beside their obfuscated audio (Griffin-Lim)."""
+def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count: int = 3,
+                   mcadams_dir: Path | None = None) -> list[Path]:
+    """Copy a few test utterances beside their obfuscated audio (Griffin-Lim) and, given the
+    McAdams system's folder, their McAdams-anonymized audio."""
     from optin.privacy.obfuscator import Obfuscator
 
     obfuscator = Obfuscator.load(obfuscator_dir)
@@ -100,6 +109,13 @@ def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count
         spec = obfuscator(cache.load(path))
         write_audio(obfuscated, obfuscator.to_waveform(spec), obfuscator.features.sample_rate)
         written += [original, obfuscated]
+        if mcadams_dir is not None:
+            protected = Manifest.read(mcadams_dir / "manifest.csv")
+            by_id = {r["id"]: r for r in protected.rows}
+            if row["id"] in by_id:
+                anonymized = folder / f"{row['id']}.mcadams.wav"
+                anonymized.write_bytes(protected.audio_path(by_id[row["id"]]).read_bytes())
+                written.append(anonymized)
     return written
 
 
@@ -109,22 +125,31 @@ def _fmt(stat: dict[str, Any] | None) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a small text table (test-split utterance accuracy)."""
-    lines = ["built-in corpus (synthetic eSpeak speech), opt-in obfuscator permitting speaker "
-             "identity; test-split utterance accuracy"]
-    header = (f"{'experiment':<11} {'attribute':<9} {'chance':>6} {'original':>8} "
+    lines = ["built-in corpus (synthetic eSpeak speech), permitting speaker identity; "
+             "test-split utterance accuracy (ADR: classifiers on x-vectors); speaker "
+             "verification EER, original / ignorant / lazy-informed / semi-informed"]
+    header = (f"{'system':<8} {'attribute':<9} {'chance':>6} {'original':>8} "
               f"{'ignorant':>8} {'informed':>8} {'output-only':>11}")
     for experiment in summary["experiments"]:
-        system = experiment["systems"]["opt-in"]
-        target = system["target"]
         lines.append("")
-        lines.append(f"{experiment['name']}: target T ({experiment['permitted']}) original "
-                     f"{_fmt(target['original'])}, obfuscated {_fmt(target['obfuscated'])}, "
-                     f"agreement {_fmt(target['agreement'])}")
+        lines.append(f"{experiment['name']}")
+        for key, system in experiment["systems"].items():
+            target = system["target"]
+            lines.append(f"  {key}: target T ({experiment['permitted']}) original "
+                         f"{_fmt(target['original'])}, protected {_fmt(target['obfuscated'])}, "
+                         f"agreement {_fmt(target['agreement'])}")
+            verification = system.get("verification") or {}
+            if verification:
+                eers = [_fmt((verification.get(p) or {}).get("eer"))
+                        for p in ("original/original", "original/protected",
+                                  "protected/protected", "semi-informed")]
+                lines.append(f"  {key}: EER " + " / ".join(eers))
         lines.append(header)
-        for attribute, attack in system["attacks"].items():
-            lines.append(f"{experiment['name']:<11} {attribute:<9} {_fmt(attack['chance']):>6} "
-                         f"{_fmt(attack['original']):>8} {_fmt(attack['ignorant']):>8} "
-                         f"{_fmt(attack['informed']):>8} {_fmt(attack['output_only']):>11}")
+        for key, system in experiment["systems"].items():
+            for attribute, attack in system["attacks"].items():
+                lines.append(f"{key:<8} {attribute:<9} {_fmt(attack['chance']):>6} "
+                             f"{_fmt(attack['original']):>8} {_fmt(attack['ignorant']):>8} "
+                             f"{_fmt(attack['informed']):>8} {_fmt(attack['output_only']):>11}")
     lines.append("")
     lines.append(f"report:   {summary['report']}")
     for fig in summary["figures"]:

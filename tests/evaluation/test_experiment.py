@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ TINY_CLASSIFIER = {"conv_channels": 8, "hidden_size": 32, "rnn_layers": 1, "epoc
 TINY_OBFUSCATOR = {"obfuscator_width": 4, "obfuscator_blocks": 1, "deobfuscator_width": 4,
                    "deobfuscator_blocks": 1, "segment_length": 32, "batch_size": 8,
                    "draws_per_epoch": 32, "epochs": 1}
+TINY_XVECTOR = {"epochs": 2, "frame_channels": 16, "pool_channels": 32, "embed_dim": 32,
+                "segment_dim": 32, "segment_length": 100}
+TINY_ADR = {"epochs": 5, "classifier_epochs": 5}
 
 
 def tiny_config(name: str = "tiny-fig4", attacked=("gender", "emotion")) -> ExperimentConfig:
@@ -22,8 +26,9 @@ def tiny_config(name: str = "tiny-fig4", attacked=("gender", "emotion")) -> Expe
         "name": name, "title": "tiny", "figure": "4", "corpus": "builtin",
         "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
         "protocol": "manifest", "permitted": "speaker", "attacked": list(attacked),
-        "systems": ["opt-in"], "preset": "quick", "seeds": [0],
+        "systems": ["opt-in", "adr", "mcadams"], "preset": "quick", "seeds": [0],
         "classifier": TINY_CLASSIFIER, "obfuscator": TINY_OBFUSCATOR,
+        "xvector": TINY_XVECTOR, "adr": TINY_ADR, "mcadams": {"alpha": 0.8},
     })
 
 
@@ -41,18 +46,32 @@ def test_runs_end_to_end_with_every_number(tiny_run):
     assert results["schema"] == "optin-results/1"
     (stored,) = results["experiments"]
     assert stored["name"] == "tiny-fig4" and stored["seeds"] == [0]
-    system = stored["systems"]["opt-in"]
-    for key in ("original", "obfuscated", "agreement"):
-        assert 0.0 <= system["target"][key]["mean"] <= 1.0
-    for attribute in ("gender", "emotion"):
-        attack = system["attacks"][attribute]
-        for key in ("chance", "original", "ignorant", "informed", "output_only"):
-            assert 0.0 <= attack[key]["mean"] <= 1.0, (attribute, key)
-        assert attack["excess_leakage"]["mean"] == pytest.approx(
-            attack["informed"]["mean"] - attack["output_only"]["mean"])
-    assert attack["chance"]["mean"] == pytest.approx(0.2)  # 5 balanced emotions
+    assert set(stored["systems"]) == {"opt-in", "adr", "mcadams"}
+    for name, system in stored["systems"].items():
+        assert system["world"] == ("x-vector" if name == "adr" else "spectrogram")
+        for key in ("original", "obfuscated", "agreement"):
+            assert 0.0 <= system["target"][key]["mean"] <= 1.0
+        for attribute in ("gender", "emotion"):
+            attack = system["attacks"][attribute]
+            for key in ("chance", "original", "ignorant", "informed", "output_only"):
+                assert 0.0 <= attack[key]["mean"] <= 1.0, (name, attribute, key)
+            assert attack["excess_leakage"]["mean"] == pytest.approx(
+                attack["informed"]["mean"] - attack["output_only"]["mean"])
+        assert attack["chance"]["mean"] == pytest.approx(0.2)  # 5 balanced emotions
+        pairings = set(system["verification"])
+        expected = {"original/original", "original/protected", "protected/protected"}
+        assert expected <= pairings and ("semi-informed" in pairings) == (name != "adr")
+        for pairing in pairings:
+            assert 0.0 <= system["verification"][pairing]["eer"]["mean"] <= 1.0
+    # every system scores the same original data with the same extractor
+    eers = {s["verification"]["original/original"]["eer"]["mean"]
+            for s in stored["systems"].values()}
+    assert len(eers) == 1
+    report = (out / "report.md").read_text()
+    assert "Speaker verification" in report and "McAdams" in report and "ADR" in report
     attackers = {(r["attacker"], r["attribute"]) for r in results["rows"]}
     assert ("informed", "emotion") in attackers and ("target_agreement", "speaker") in attackers
+    assert ("asv semi-informed", "speaker") in attackers
     assert (out / "report.md").is_file()
     assert list((out / "figures").glob("*.png")) and list((out / "figures").glob("*.svg"))
 
@@ -74,7 +93,7 @@ def test_rerun_reuses_models_and_a_killed_run_resumes(tiny_run, monkeypatch):
     def killed(ctx):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(experiment_module.SYSTEMS, "opt-in", (real_fit[0], killed))
+    monkeypatch.setitem(experiment_module.SYSTEMS, "opt-in", replace(real_fit, fit=killed))
     config = tiny_config("tiny-fig3a", attacked=("gender",))
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, out, progress=False)

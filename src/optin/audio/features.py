@@ -108,14 +108,19 @@ class SpectrogramFrontEnd(nn.Module):
         self.config = config or FeatureConfig()
         self.register_buffer("window", make_window(self.config), persistent=False)
 
-    def stft(self, wave: Tensor) -> Tensor:
-        """(B, N) float -> (B, F, T) complex STFT."""
-        cfg = self.config
-        if wave.shape[-1] <= cfg.n_fft // 2:
+    def check_length(self, wave: Tensor) -> None:
+        """Refuse audio too short for a centred STFT frame (N <= n_fft // 2 samples)."""
+        half = self.config.n_fft // 2
+        if wave.shape[-1] <= half:
             raise ValueError(
                 f"audio of {wave.shape[-1]} samples is too short for the front-end: "
-                f"needs more than {cfg.n_fft // 2} samples"
+                f"needs more than {half} samples"
             )
+
+    def stft(self, wave: Tensor) -> Tensor:
+        """(B, N) float -> (B, F, T) complex STFT."""
+        self.check_length(wave)
+        cfg = self.config
         return torch.stft(
             wave, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
             window=self.window, center=True, pad_mode="reflect", return_complex=True,

@@ -14,11 +14,15 @@ A config (see ``configs/``)::
     split_seed: 0
     permitted: speaker                  # the target task T
     attacked: [gender]                  # one or two attributes
-    systems: [opt-in]                   # protection systems (see SYSTEMS)
+    systems: [opt-in, adr, mcadams]     # protection systems (see optin.evaluation.systems)
     preset: quick                       # quick | paper, for every model
     seeds: [0]
+    verification: true                  # speaker-verification EER/minDCF for every system
     classifier: {}                      # overrides of the classifier preset (optional)
     obfuscator: {}                      # overrides of the obfuscator preset (optional)
+    xvector: {}                         # overrides of the x-vector extractor preset (optional)
+    adr: {protect: gender}              # ADR: the attribute it hides, preset overrides
+    mcadams: {alpha: 0.8}               # McAdams: fixed alpha, or alpha_range: [0.5, 0.9]
 
 Every trained model lives under ``OUT/models/<kind>-<key>`` where the key hashes its settings,
 its data fingerprint and what it depends on (e.g. the target's weights), so a rerun skips what is
@@ -37,20 +41,21 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import Tensor
 
 from optin import __version__
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.splits import assign_split
 from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
-from optin.training.checkpoint import read_config, write_json
+from optin.evaluation.systems import SYSTEMS, FittedSystem, SystemContext, key_of
+from optin.evaluation.vector_world import SeedVectors, run_adr
+from optin.training.checkpoint import write_json
 from optin.training.classifier import (
     Classifier,
     evaluate_classifier,
@@ -58,11 +63,11 @@ from optin.training.classifier import (
     train_classifier,
 )
 from optin.training.data import FeatureStore
-from optin.training.obfuscator import obfuscator_preset, train_obfuscator
 
 REQUIRED = ("name", "data", "permitted", "attacked")
+SECTIONS = ("classifier", "obfuscator", "mcadams", "adr", "xvector")
 KNOWN = (*REQUIRED, "title", "figure", "corpus", "protocol", "split_seed", "systems", "preset",
-         "seeds", "classifier", "obfuscator")
+         "seeds", "verification", *SECTIONS)
 
 
 class ExperimentError(ValueError):
@@ -85,8 +90,12 @@ class ExperimentConfig:
     systems: list[str] = field(default_factory=lambda: ["opt-in"])
     preset: str = "quick"
     seeds: list[int] = field(default_factory=lambda: [0])
+    verification: bool = True
     classifier: dict[str, Any] = field(default_factory=dict)
     obfuscator: dict[str, Any] = field(default_factory=dict)
+    mcadams: dict[str, Any] = field(default_factory=dict)
+    adr: dict[str, Any] = field(default_factory=dict)
+    xvector: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
     @classmethod
@@ -127,63 +136,16 @@ class ExperimentConfig:
         if bad:
             raise ExperimentError(f"{where}: unknown system(s) {', '.join(bad)}; known: "
                                   f"{', '.join(SYSTEMS)}")
-        values = {k: v for k, v in data.items() if k in KNOWN}
+        for section in SECTIONS:
+            if not isinstance(data.get(section) or {}, dict):
+                raise ExperimentError(f"{where}: '{section}' must be a mapping of options")
+        values = {k: (v or {}) if k in SECTIONS else v for k, v in data.items() if k in KNOWN}
         values["attacked"] = list(attacked)
         values["figure"] = None if data.get("figure") is None else str(data["figure"])
         return cls(**values, source=source)
 
 
-# ---------------------------------------------------------------------- systems
-@dataclass
-class SystemContext:
-    """What a protection system may use to fit itself for one seed."""
-
-    manifest: Manifest
-    target_dir: Path
-    models_dir: Path
-    preset: str
-    seed: int
-    overrides: dict[str, Any]
-    progress: bool
-    log: Callable[[str], None]
-
-
-@dataclass
-class FittedSystem:
-    """A protection system ready to protect features: (F, T) -> (F, T)."""
-
-    transform: Callable[[Tensor], Tensor]
-    model_dir: Path
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def fit_opt_in(ctx: SystemContext) -> FittedSystem:
-    """The paper's opt-in obfuscator, trained against the frozen target model."""
-    from optin.privacy.obfuscator import Obfuscator
-
-    config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.overrides)
-    target_hash = read_config(ctx.target_dir)["weights_sha256"]
-    out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
-    final = train_obfuscator(ctx.manifest, ctx.target_dir, out, config, progress=ctx.progress)
-    obfuscator = Obfuscator.load(out)
-    return FittedSystem(obfuscator.obfuscate_features, out,
-                        {"converged": final.get("training", {}).get("converged"),
-                         "model_dir": str(out)})
-
-
-SYSTEMS: dict[str, tuple[str, Callable[[SystemContext], FittedSystem]]] = {
-    "opt-in": ("opt-in obfuscator", fit_opt_in),
-}
-
-
 # ---------------------------------------------------------------------- running
-def key_of(settings: dict[str, Any], manifest: Manifest, *depends: str) -> str:
-    """12 hex digits identifying a model: its settings, its data and what it builds on."""
-    blob = json.dumps({"settings": settings, "data": manifest.fingerprint(),
-                       "depends": list(depends)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def stat(values: Sequence[float | None]) -> dict[str, Any] | None:
     """{"mean", "std", "values"} over seeds (population std; 0 for one seed)."""
     clean = [float(v) for v in values if v is not None]
@@ -254,16 +216,17 @@ def key_of_dict(data: dict[str, Any]) -> str:
 
 def _train(manifest: Manifest, attribute: str, role: str, models: Path, preset: str,
            seed: int, overrides: dict[str, Any], progress: bool,
-           transform: Callable[[Tensor], Tensor] | None = None,
-           protected_by: Path | None = None) -> Path:
-    """Train (or find) a DeepSpeech2 classifier; returns its folder."""
+           protected: FittedSystem | None = None) -> Path:
+    """Train (or find) a DeepSpeech2 classifier, on ``protected`` inputs if given; returns its
+    folder."""
     config = preset_config(attribute, preset, role=role, seed=seed, **overrides)
-    depends = [read_config(protected_by / "obfuscator")["weights_sha256"]] if protected_by else []
-    kind = f"{role}-{attribute}" + ("-protected" if protected_by else "")
-    out = models / f"{kind}-{key_of(config.run_settings(), manifest, *depends)}"
-    note = {"protected_by": str(protected_by)} if protected_by else None
-    train_classifier(manifest, config, out, progress=progress, transform=transform,
-                     data_note=note)
+    depends = [protected.fingerprint] if protected else []
+    kind = f"{role}-{attribute}" + ("-protected" if protected else "")
+    data = (protected.manifest or manifest) if protected else manifest
+    out = models / f"{kind}-{key_of(config.run_settings(), data, *depends)}"
+    note = {"protected_by": str(protected.model_dir)} if protected else None
+    train_classifier(data, config, out, progress=progress,
+                     transform=protected.transform if protected else None, data_note=note)
     return out
 
 
@@ -278,7 +241,7 @@ def _checked(result: dict[str, Any], what: str) -> dict[str, Any]:
 
 def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
              log: Stages, progress: bool) -> dict[str, Any]:
-    """Every number of one seed: {system: {"target": {...}, "attacks": {attr: {...}}}}."""
+    """Every number of one seed: {system: {"target", "attacks", "verification", "info"}}."""
     models = out / "models"
     cache = FeatureCache.for_manifest(manifest)
     log(f"seed {seed}: target model T for '{config.permitted}'")
@@ -290,8 +253,6 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         originals[attribute] = _train(manifest, attribute, "attacker", models, config.preset,
                                       seed, config.classifier, progress)
     target = Classifier.load(target_dir)
-    train_store = FeatureStore(manifest.split("train"), cache, progress=False)
-    test_store = FeatureStore(manifest.split("test"), cache, progress=False)
     t_original = _checked(evaluate_classifier(target_dir, manifest, "test", progress=False,
                                               classifier=target, return_predictions=True),
                           "target on original test data")
@@ -299,32 +260,50 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
     original_scores = {a: _checked(evaluate_classifier(
         originals[a], manifest, "test", progress=False, classifier=clf),
         f"original '{a}' classifier") for a, clf in original_clfs.items()}
+    needs_vectors = config.verification or any(SYSTEMS[s].world == "x-vector"
+                                               for s in config.systems)
+    vectors = (SeedVectors(manifest, models, config.preset, seed, config.xvector, progress, log)
+               if needs_vectors else None)
     results: dict[str, Any] = {}
     for system in config.systems:
-        label, fit = SYSTEMS[system]
+        spec = SYSTEMS[system]
+        ctx = SystemContext(manifest, target_dir, models, config.preset, seed,
+                            getattr(config, spec.options_key), progress, log, vectors)
         log(f"seed {seed}: fitting system '{system}'")
-        fitted = fit(SystemContext(manifest, target_dir, models, config.preset, seed,
-                                   config.obfuscator, progress, log))
+        if spec.world == "x-vector":
+            result = run_adr(ctx, config.permitted, config.attacked)
+            if not config.verification:
+                result.pop("verification", None)
+            results[system] = {"label": spec.label, "world": spec.world, **result}
+            continue
+        assert spec.fit is not None
+        fitted = spec.fit(ctx)
+        data = fitted.manifest or manifest
         log(f"seed {seed}: evaluating '{system}' on the test split")
         t_protected = _checked(evaluate_classifier(
-            target_dir, manifest, "test", progress=False, classifier=target,
+            target_dir, data, "test", progress=False, classifier=target,
             transform=fitted.transform, return_predictions=True),
             f"target on '{system}' test data")
+        if t_protected["ids"] != t_original["ids"]:
+            raise ExperimentError(f"'{system}' protected test split does not hold the same "
+                                  "utterances as the original one")
         same = [a == b for a, b in zip(t_original["predictions"], t_protected["predictions"],
                                        strict=True)]
+        data_cache = FeatureCache.for_manifest(data) if fitted.manifest else cache
+        train_store = FeatureStore(data.split("train"), data_cache, progress=False)
+        test_store = FeatureStore(data.split("test"), data_cache, progress=False)
         attacks: dict[str, Any] = {}
         for attribute in config.attacked:
             original = original_scores[attribute]
             ignorant = _checked(evaluate_classifier(
-                originals[attribute], manifest, "test", progress=False,
+                originals[attribute], data, "test", progress=False,
                 classifier=original_clfs[attribute], transform=fitted.transform),
                 f"ignorant '{attribute}' attacker on '{system}' data")
             log(f"seed {seed}: informed attacker for '{attribute}' on '{system}' data")
             informed_dir = _train(manifest, attribute, "attacker", models, config.preset, seed,
-                                  config.classifier, progress, transform=fitted.transform,
-                                  protected_by=fitted.model_dir)
+                                  config.classifier, progress, protected=fitted)
             informed = _checked(evaluate_classifier(
-                informed_dir, manifest, "test", progress=False, transform=fitted.transform),
+                informed_dir, data, "test", progress=False, transform=fitted.transform),
                 f"informed '{attribute}' attacker on '{system}' data")
             output_only = output_only_accuracy(target, train_store, test_store, attribute,
                                                transform=fitted.transform,
@@ -338,13 +317,18 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
                 "excess_leakage": informed["utterance_accuracy"] - output_only,
             }
         results[system] = {
-            "label": label,
+            "label": spec.label,
+            "world": spec.world,
             "target": {"original": t_original["utterance_accuracy"],
                        "obfuscated": t_protected["utterance_accuracy"],
                        "agreement": sum(same) / len(same)},
             "attacks": attacks,
             "info": fitted.info,
         }
+        if vectors is not None and config.verification:
+            log(f"seed {seed}: speaker verification on '{system}' data")
+            results[system]["verification"] = vectors.verification(
+                fitted.manifest, fitted.transform, fitted.fingerprint)
     return results
 
 
@@ -399,6 +383,13 @@ def aggregate(config: ExperimentConfig, manifest: Manifest,
             "converged": [r["info"].get("converged") for r in runs],
             "models": [r["info"].get("model_dir") for r in runs],
         }
+        systems[system]["world"] = runs[0].get("world", "spectrogram")
+        unmodified = [r["info"].get("unmodified_target_on_protected") for r in runs]
+        if any(v is not None for v in unmodified):
+            systems[system]["target"]["unmodified_on_protected"] = stat(unmodified)
+        verification = _aggregate_verification([r.get("verification") for r in runs])
+        if verification:
+            systems[system]["verification"] = verification
     return {
         "name": config.name, "title": config.title or config.name, "figure": config.figure,
         "corpus": config.corpus, "manifest": str(manifest.source),
@@ -406,6 +397,21 @@ def aggregate(config: ExperimentConfig, manifest: Manifest,
         "permitted": config.permitted, "attacked": config.attacked, "preset": config.preset,
         "seeds": seeds, "wall_seconds": round(seconds, 1), "systems": systems,
     }
+
+
+VERIFICATION_METRICS = ("eer", "min_dcf")
+
+
+def _aggregate_verification(runs: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """{pairing: {"eer": STAT, "min_dcf": STAT, "trials": int}} over seeds; pairings a
+    system does not have (null) are left out."""
+    found: dict[str, Any] = {}
+    pairings = [k for r in runs if r for k, v in r.items() if v]
+    for pairing in dict.fromkeys(pairings):
+        scored = [r[pairing] for r in runs if r and r.get(pairing)]
+        found[pairing] = {m: stat([v[m] for v in scored]) for m in VERIFICATION_METRICS}
+        found[pairing]["trials"] = scored[0].get("trials")
+    return found
 
 
 def tidy_rows(config: ExperimentConfig, per_seed: dict[int, dict[str, Any]]
@@ -424,6 +430,10 @@ def tidy_rows(config: ExperimentConfig, per_seed: dict[int, dict[str, Any]]
                 for attacker, value in attack.items():
                     rows.append({**base, "attacker": attacker, "attribute": attribute,
                                  "metric": "accuracy", "value": value})
+            for pairing, scores in (r.get("verification") or {}).items():
+                for metric in VERIFICATION_METRICS if scores else ():
+                    rows.append({**base, "attacker": f"asv {pairing}", "attribute": "speaker",
+                                 "metric": metric, "value": scores[metric]})
     return rows
 
 

@@ -23,13 +23,15 @@ The results interface (``results.json``)::
           "seeds": [0, 1, 2],
           "wall_seconds": 812.4,
           "systems": {
-            "opt-in": {                       # system key; later issues add "adr", "mcadams"
+            "opt-in": {                       # system key: "opt-in", "adr", "mcadams"
               "label": "opt-in obfuscator",
+              "world": "spectrogram",         # or "x-vector": T and attackers on x-vectors (ADR)
               "target": {                     # the permitted task, T's utterance accuracy on test
                 "original":   STAT,           # T on original test data
                 "obfuscated": STAT,           # T on protected test data
-                "agreement":  STAT            # share of test utterances where T(X~) == T(X)
-              },
+                "agreement":  STAT,           # share of test utterances where T(X~) == T(X)
+                "unmodified_on_protected": STAT  # x-vector systems only: the unmodified
+              },                                 #   target model on protected x-vectors
               "attacks": {
                 "gender": {
                   "chance": STAT,             # majority-class rate of the test split
@@ -39,7 +41,13 @@ The results interface (``results.json``)::
                   "output_only": STAT,        # trained on T's posteriors only (leakage floor)
                   "excess_leakage": STAT      # informed - output_only
                 }
-              }
+              },
+              "verification": {               # optional: speaker verification on the test split
+                "original/original":   {"eer": STAT, "min_dcf": STAT, "trials": int},
+                "original/protected":  {...},  # ignorant: original enrollment, protected trials
+                "protected/protected": {...},  # lazy-informed
+                "semi-informed":       {...}   # extractor retrained on protected training data
+              }                               # (a pairing a system lacks is left out)
             }
           }
         }
@@ -184,6 +192,16 @@ def _check_experiment(exp: Any, where: str) -> None:
                 raise ResultsError(f"{here}.attacks[{attribute!r}]: expected an object")
             for stat in ATTACK_STATS:
                 _check_stat(numbers.get(stat), f"{here}.attacks[{attribute!r}].{stat}")
+        verification = system.get("verification") or {}
+        if not isinstance(verification, dict):
+            raise ResultsError(f"{here}.verification: expected an object")
+        for pairing, numbers in verification.items():
+            if numbers is None:
+                continue
+            if not isinstance(numbers, dict):
+                raise ResultsError(f"{here}.verification[{pairing!r}]: expected an object")
+            for stat in ("eer", "min_dcf"):
+                _check_stat(numbers.get(stat), f"{here}.verification[{pairing!r}].{stat}")
 
 
 def validate_results(data: Any, source: str = "results") -> None:
@@ -639,9 +657,57 @@ def _experiment_section(exp: dict[str, Any], figure: str) -> list[str]:
             [[_system_name(k, s)] + [format_stat(_stat(_attack(s, attribute), key), seeds)
                                      for key in ATTACK_STATS] for k, s in systems.items()],
         )
+    lines += _world_note(systems)
+    lines += _verification_section(systems, seeds)
     alt = _cell(title or exp["name"]).replace("]", ")").replace("[", "(")
     lines += ["", f"![{alt}](figures/{figure}.png)", ""]
     return lines
+
+
+PAIRINGS = ("original/original", "original/protected", "protected/protected", "semi-informed")
+PAIRING_NAMES = {"original/original": "orig/orig", "original/protected": "orig/prot (ignorant)",
+                 "protected/protected": "prot/prot (lazy-informed)",
+                 "semi-informed": "semi-informed"}
+
+
+def _world_note(systems: dict[str, dict[str, Any]]) -> list[str]:
+    """Say which systems are scored on x-vectors, and compare the two representations."""
+    vector = [k for k, s in systems.items() if s.get("world") == "x-vector"]
+    if not vector:
+        return []
+    names = ", ".join(_system_name(k, systems[k]) for k in vector)
+    lines = ["", f"{names}: target task and attackers are classifiers on x-vectors (the "
+             "paper's setting for ADR); the target model behind it is trained on protected "
+             "x-vectors; its *original* column is an x-vector classifier on unprotected data, "
+             "to compare with the spectrogram classifiers' *original* column (the paper's "
+             "check that both representations carry about the same information)."]
+    for key in vector:
+        unmodified = _stat(systems[key].get("target"), "unmodified_on_protected")
+        if unmodified is not None:
+            lines[-1] += (f" The unmodified target model (trained on original x-vectors) scores "
+                          f"{format_stat(unmodified)} on {_system_name(key, systems[key])}'s "
+                          "protected test x-vectors.")
+    return lines
+
+
+def _verification_section(systems: dict[str, dict[str, Any]], seeds: int) -> list[str]:
+    """EER and minDCF of the VoicePrivacy pairings, one row per system."""
+    rows = []
+    for key, system in systems.items():
+        found = system.get("verification") or {}
+        if not found:
+            continue
+        rows.append([_system_name(key, system)] + [
+            (f"{format_stat(_stat(found.get(p), 'eer'), seeds)} / "
+             f"{format_stat(_stat(found.get(p), 'min_dcf'), seeds)}") if found.get(p) else "n/a"
+            for p in PAIRINGS])
+    if not rows:
+        return []
+    lines = ["", "Speaker verification (x-vectors, cosine scoring, test-split trials): "
+             "EER / minDCF (p_target 0.01); higher EER = better protected. ignorant: original "
+             "enrollment, protected trials; lazy-informed: both protected; semi-informed: "
+             "extractor retrained on protected training data.", ""]
+    return lines + _table(["system", *(PAIRING_NAMES[p] for p in PAIRINGS)], rows)
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:

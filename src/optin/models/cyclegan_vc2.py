@@ -129,7 +129,9 @@ class GeneratorConfig:
 
 
 def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+    # (n + m - 1) // m, not -(-n // m): the ONNX exporter turns the latter into a division
+    # that truncates toward zero, which pads 101 frames to 100.
+    return (n + multiple - 1) // multiple * multiple
 
 
 def padded_freq(n_freq: int) -> int:

@@ -1,4 +1,4 @@
-"""Obfuscating files and whole corpora: ``optin obfuscate``.
+"""Obfuscating files and whole corpora: ``optin obfuscate``; the shared batch loop.
 
 For each input audio file the obfuscated spectrogram is written as ``<name>.npy`` ((F, T)
 float32, normalised features) and the obfuscated audio as ``<name>.wav`` (16-bit, Griffin-Lim).
@@ -6,15 +6,24 @@ A manifest as input obfuscates every row into ``OUT/features/<id>.npy`` and
 ``OUT/audio/<id>.wav`` and writes ``OUT/manifest.csv``: the same rows and labels, paths pointing
 at the obfuscated audio, plus ``feature_mean`` and ``feature_std`` (the statistics that turn the
 ``.npy`` back into audio). Rows already done are skipped, so a killed run resumes.
+
+``process_files`` and ``process_manifest`` are the loop every protection system shares
+(the baselines in ``optin.baselines`` use it too): a task per file or row, failures stopped on
+or collected (``on_error``), reuse of finished rows, optional worker processes, the manifest of
+the protected copy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,28 +32,167 @@ from optin.audio.io import AudioError, write_audio
 from optin.corpora.manifest import Manifest
 from optin.privacy.obfuscator import Obfuscator
 
+ON_ERROR = ("fail", "skip")
+
+# A row task: (row, its audio file, file-safe id) -> (new column values incl. "path",
+# True when it wrote the row now, False when it found the row already done).
+RowTask = Callable[[dict[str, str], Path, str], tuple[dict[str, str], bool]]
+
 
 @dataclass
-class ObfuscationReport:
-    """Files written, reused (already done) and failed (with why)."""
+class BatchReport:
+    """Files written, reused (already done) and failed (with why).
+
+    ``verb`` names the work in the summary ("obfuscated 3, already done 1, failed 0"),
+    ``doing`` labels the progress bar.
+    """
 
     written: int = 0
     reused: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     manifest: Path | None = None
+    verb: str = "processed"
+    doing: str = "processing"
 
     def summary(self) -> str:
-        lines = [f"obfuscated {self.written}, already done {self.reused}, "
+        lines = [f"{self.verb} {self.written}, already done {self.reused}, "
                  f"failed {len(self.failed)}"]
         lines += [f"  {name}: {why}" for name, why in self.failed[:20]]
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more")
         if self.manifest is not None:
-            lines.append(f"manifest of the obfuscated copy: {self.manifest}")
+            lines.append(f"manifest of the {self.verb} copy: {self.manifest}")
         return "\n".join(lines)
+
+
+@dataclass
+class ObfuscationReport(BatchReport):
+    """What ``obfuscate_inputs`` did."""
+
+    verb: str = "obfuscated"
+    doing: str = "obfuscating"
+
+
+Report = TypeVar("Report", bound=BatchReport)
 
 
 def safe_name(text: str) -> str:
     """A file-name-safe version of an id."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "item"
+
+
+def split_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[Path | None, list[Path]]:
+    """``(manifest, [])`` for one ``.csv``, else ``(None, audio files)``.
+
+    Raises:
+        ValueError: a manifest mixed with other inputs, or two files with the same stem
+            (their outputs would overwrite each other).
+    """
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
+        return paths[0], []
+    if any(p.suffix.lower() == ".csv" for p in paths):
+        raise ValueError("give either one manifest .csv or audio files, not both")
+    names = [p.stem for p in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"inputs share the file name(s) {', '.join(duplicates)}; process "
+                         "them into separate --out-dir folders")
+    return None, paths
+
+
+def process_files(paths: Sequence[Path], task: Callable[[Path], Any], report: Report,
+                  progress: bool = True, on_error: str = "fail", workers: int = 1) -> Report:
+    """Run ``task(path)`` on every file; count writes, collect or raise failures."""
+    _check_on_error(on_error)
+    with tqdm(total=len(paths), desc=report.doing, unit="file", disable=not progress) as bar, \
+            contextlib.closing(_outcomes(task, [(p,) for p in paths], workers)) as outcomes:
+        for i, _, err in outcomes:
+            bar.update()
+            if err is None:
+                report.written += 1
+            elif on_error == "fail":
+                raise err
+            else:
+                report.failed.append((str(paths[i]), str(err)))
+    return report
+
+
+def process_manifest(manifest: Manifest, out: Path, task: RowTask, new_columns: Sequence[str],
+                     report: Report, progress: bool = True, on_error: str = "fail",
+                     workers: int = 1) -> Report:
+    """Run ``task`` on every row; write ``out/manifest.csv`` of the rows that succeeded.
+
+    The new manifest keeps every row's columns, replaces them with what the task returns
+    (``path`` to the protected audio and ``new_columns``) and keeps the input's row order.
+    """
+    _check_on_error(on_error)
+    names = [safe_name(row["id"]) for row in manifest.rows]
+    seen: dict[str, str] = {}
+    for row, name in zip(manifest.rows, names, strict=True):
+        if name in seen:
+            raise ValueError(f"ids '{seen[name]}' and '{row['id']}' give the same file name "
+                             f"'{name}'; make them differ in letters, digits, '.', '_' or '-'")
+        seen[name] = row["id"]
+    items = [(row, manifest.audio_path(row), name)
+             for row, name in zip(manifest.rows, names, strict=True)]
+    done: dict[int, dict[str, str]] = {}
+    with tqdm(total=len(items), desc=report.doing, unit="utt", disable=not progress) as bar, \
+            contextlib.closing(_outcomes(task, items, workers)) as outcomes:
+        for i, result, err in outcomes:
+            bar.update()
+            row_id = manifest.rows[i]["id"]
+            if err is not None:
+                if on_error == "fail":
+                    raise AudioError(f"row '{row_id}': {err}") from err
+                report.failed.append((row_id, str(err)))
+                continue
+            updates, written = result
+            done[i] = updates
+            if written:
+                report.written += 1
+            else:
+                report.reused += 1
+    rows = [dict(manifest.rows[i], **done[i]) for i in sorted(done)]
+    result_manifest = Manifest(rows=rows, columns=[*manifest.columns, *new_columns], root=out)
+    report.manifest = result_manifest.write(out / "manifest.csv")
+    return report
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error: expected one of {', '.join(ON_ERROR)}, got {on_error!r}")
+
+
+def _outcomes(fn: Callable[..., Any], items: Sequence[tuple], workers: int
+              ) -> Iterator[tuple[int, Any, ValueError | None]]:
+    """``(index, fn(*item), error)`` per item; errors are the ValueErrors (AudioError...) raised.
+
+    With ``workers > 1`` the items run in that many spawned processes (``fn`` and the items
+    must pickle; a worker imports only ``fn``'s module) and come back in the order they finish;
+    closing the iterator cancels the rest.
+    """
+    if workers <= 1 or len(items) < 2:
+        for i, item in enumerate(items):
+            try:
+                result = fn(*item)
+            except ValueError as err:
+                yield i, None, err
+                continue
+            yield i, result, None
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except ValueError as err:
+                yield futures[future], None, err
+                continue
+            yield futures[future], result, None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -74,59 +222,36 @@ def obfuscate_inputs(
     """Obfuscate audio files, or every row of one manifest (``.csv``), into ``out_dir``."""
     obfuscator = model if isinstance(model, Obfuscator) else Obfuscator.load(model)
     out = Path(out_dir)
-    paths = [Path(p) for p in inputs]
-    if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
-        return obfuscate_manifest(obfuscator, Manifest.read(paths[0]), out, progress,
+    manifest, paths = split_inputs(inputs)
+    if manifest is not None:
+        return obfuscate_manifest(obfuscator, Manifest.read(manifest), out, progress,
                                   griffin_lim_iters, on_error)
-    if any(p.suffix.lower() == ".csv" for p in paths):
-        raise ValueError("give either one manifest .csv or audio files, not both")
-    names = [p.stem for p in paths]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"inputs share the file name(s) {', '.join(duplicates)}; obfuscate "
-                         "them into separate --out-dir folders")
-    report = ObfuscationReport()
-    for path in tqdm(paths, desc="obfuscating", unit="file", disable=not progress):
-        try:
-            obfuscate_one(obfuscator, path, out / f"{path.stem}.npy", out / f"{path.stem}.wav",
-                          griffin_lim_iters)
-            report.written += 1
-        except (AudioError, ValueError) as err:
-            if on_error == "fail":
-                raise
-            report.failed.append((str(path), str(err)))
-    return report
+
+    def task(path: Path) -> None:
+        obfuscate_one(obfuscator, path, out / f"{path.stem}.npy", out / f"{path.stem}.wav",
+                      griffin_lim_iters)
+
+    return process_files(paths, task, ObfuscationReport(), progress, on_error)
 
 
 def obfuscate_manifest(obfuscator: Obfuscator, manifest: Manifest, out: Path,
                        progress: bool = True, griffin_lim_iters: int = 64,
                        on_error: str = "fail") -> ObfuscationReport:
     """Obfuscate every row of a manifest; write the manifest of the obfuscated copy."""
-    report = ObfuscationReport()
-    rows = []
-    for row in tqdm(manifest.rows, desc="obfuscating", unit="utt", disable=not progress):
-        name = safe_name(row["id"])
+
+    def task(row: dict[str, str], source: Path, name: str) -> tuple[dict[str, str], bool]:
         npy, wav = out / "features" / f"{name}.npy", out / "audio" / f"{name}.wav"
         stats = out / "features" / f"{name}.stats"
-        try:
-            if npy.is_file() and wav.is_file() and stats.is_file():
-                mean, std = (float(v) for v in stats.read_text().split())
-                report.reused += 1
-            else:
-                mean, std = obfuscate_one(obfuscator, manifest.audio_path(row), npy, wav,
-                                          griffin_lim_iters)
-                tmp = stats.with_name(f".{stats.name}.tmp")
-                tmp.write_text(f"{mean!r} {std!r}\n")
-                os.replace(tmp, stats)
-                report.written += 1
-        except (AudioError, ValueError) as err:
-            if on_error == "fail":
-                raise AudioError(f"row '{row['id']}': {err}") from err
-            report.failed.append((row["id"], str(err)))
-            continue
-        rows.append(dict(row, path=str(wav.resolve()), feature_mean=f"{mean:.8g}",
-                         feature_std=f"{std:.8g}"))
-    result = Manifest(rows=rows, columns=[*manifest.columns, "feature_mean", "feature_std"],
-                      root=out)
-    report.manifest = result.write(out / "manifest.csv")
-    return report
+        written = not (npy.is_file() and wav.is_file() and stats.is_file())
+        if written:
+            mean, std = obfuscate_one(obfuscator, source, npy, wav, griffin_lim_iters)
+            tmp = stats.with_name(f".{stats.name}.tmp")
+            tmp.write_text(f"{mean!r} {std!r}\n")
+            os.replace(tmp, stats)
+        else:
+            mean, std = (float(v) for v in stats.read_text().split())
+        return {"path": str(wav.resolve()), "feature_mean": f"{mean:.8g}",
+                "feature_std": f"{std:.8g}"}, written
+
+    return process_manifest(manifest, out, task, ["feature_mean", "feature_std"],
+                            ObfuscationReport(), progress, on_error)

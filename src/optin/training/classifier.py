@@ -12,11 +12,8 @@ The selected model is written to the run folder as a checkpoint (``config.json``
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,14 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
-from optin.corpora.splits import cut_shares
 from optin.evaluation.metrics import accuracy, balanced_accuracy, chance_level, confusion_matrix
 from optin.models.deepspeech2 import (
     DeepSpeech2Classifier,
@@ -45,21 +40,21 @@ from optin.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_module_state,
-    load_state,
     save_checkpoint,
-    save_state,
-    write_json,
 )
-from optin.training.data import (
-    BalancedSampler,
-    FeatureStore,
-    RandomCropDataset,
-    collate_segments,
-    eval_batches,
-    segment_count,
-)
+from optin.training.data import CropTraining, FeatureStore, eval_batches, segment_count
 from optin.training.presets import from_preset
-from optin.training.records import check_run_settings, write_metrics
+from optin.training.records import write_metrics
+from optin.training.runs import (
+    Optimisation,
+    hold_out_share,
+    log,
+    open_run,
+    prepare_data,
+    provenance,
+    record_training,
+    resolve_device,
+)
 
 KIND = "deepspeech2-classifier"
 LOSS_MIN_DELTA = 1e-3  # a tie on accuracy counts as better only if the loss drops by this
@@ -128,12 +123,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_config(attribute: str, preset: str = "quick", **overrides: Any) -> ClassifierTrainConfig:
     """A training config from a named preset with explicit overrides (None values ignored)."""
     return from_preset(ClassifierTrainConfig, PRESETS, preset, overrides, attribute=attribute)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------------- the trained model
@@ -239,22 +228,9 @@ def _select_validation(manifest: Manifest, train: Manifest, encoder: LabelEncode
             return usable, "manifest valid split"
     # closed-set attributes under a speaker-disjoint split have unseen classes in 'valid':
     # hold out a stratified share of the training rows instead (never the test split)
-    rng = random.Random(cfg.seed)
-    chosen: set[str] = set()
-    by_class: dict[str, list[str]] = {}
-    for r in train.rows:
-        by_class.setdefault(r[cfg.attribute], []).append(r["id"])
-    for label in sorted(by_class):
-        ids, names = cut_shares(sorted(by_class[label]), (("train", 1 - cfg.valid_fraction),
-                                                     ("valid", cfg.valid_fraction)), rng)
-        chosen |= {i for i, n in zip(ids, names, strict=True) if n == "valid"}
-    return train.filter(lambda r: r["id"] in chosen), (
+    return hold_out_share(train, cfg.attribute, cfg.valid_fraction, cfg.seed), (
         f"{cfg.valid_fraction:.0%} of the training rows per class (the manifest's valid split "
         f"has no usable '{cfg.attribute}' classes)")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def train_classifier(
@@ -289,26 +265,13 @@ def train_classifier(
     held_out = set(valid.column("id"))
     train = train.filter(lambda r: r["id"] not in held_out)
 
-    check_run_settings(out_dir, {"config": config.run_settings(),
-                                 "manifest": manifest.fingerprint(), "data": data_note or {}})
+    run = open_run(out_dir, config.run_settings(), manifest, data_note)
+    if run.finished is not None:
+        return run.finished
 
-    state_dir = out_dir / "train_state"
-    state = load_state(state_dir)
-    if state is not None and state.get("progress", {}).get("finished"):
-        _log(f"{out_dir}: already trained; nothing to do")
-        return json.loads((out_dir / "config.json").read_text())
-
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    use_amp = config.amp and device.type == "cuda"
+    device, use_amp, train_store, valid_store = prepare_data(
+        config, manifest, train, valid, cache_root, transform, progress)
     features = config.feature_config
-    cache = (FeatureCache(cache_root, features) if cache_root is not None
-             else FeatureCache.for_manifest(manifest, features))
-    train_store = FeatureStore(train, cache, progress=progress)
-    valid_store = FeatureStore(valid, cache, progress=progress)
-    if transform is not None:  # protected data: transform each utterance once
-        train_store = train_store.transformed(transform, progress)
-        valid_store = valid_store.transformed(transform, progress)
     train_labels = encoder.encode_all(train_store.manifest)
     valid_labels = torch.tensor(encoder.encode_all(valid_store.manifest))
     segments = config.segments
@@ -318,52 +281,35 @@ def train_classifier(
         hidden_size=config.hidden_size, rnn_layers=config.rnn_layers, rnn_type=config.rnn_type,
     )
     model = DeepSpeech2Classifier(arch).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
-                                                           patience=max(1, config.patience // 2))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    draws = config.draws_per_epoch or segment_count(train_store, segments)
-    sampler = BalancedSampler(train_labels, draws, config.seed, balanced=config.balanced)
-    dataset = RandomCropDataset(train_store, train_labels, segments)
-    steps = math.ceil(draws / config.batch_size)
+    opt = Optimisation.adamw(model, device, use_amp, config.lr, config.weight_decay,
+                             config.patience, mode="max")
+    crops = CropTraining.build(train_store, train_labels, segments, config.batch_size,
+                               config.draws_per_epoch, config.seed, config.balanced)
+    steps = crops.steps
 
     progress_state: dict[str, Any] = {
         "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
         "best": {"accuracy": -1.0, "loss": math.inf, "epoch": -1}, "bad_epochs": 0,
         "history": [], "finished": False,
     }
-    if state is not None:
-        load_module_state(model, state["model"], state_dir)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        progress_state = state["progress"]
-        _log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
-             f"step {progress_state['step']}/{steps}")
+    if run.state is not None:
+        progress_state = opt.restore(run.state, run.state_dir)
+        log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
+            f"step {progress_state['step']}/{steps}")
 
     def snapshot() -> None:
-        save_state(state_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if use_amp else {},
-            "rng": torch.get_rng_state(), "progress": progress_state,
-        })
+        opt.save(run.state_dir, progress_state)
 
-    _log(f"training {config.role} classifier for '{config.attribute}' "
-         f"({len(encoder)} classes, {len(train_store)} train / {len(valid_store)} valid "
-         f"utterances; validation: {valid_note}) on {device}, "
-         f"{model.num_parameters():,} parameters")
+    log(f"training {config.role} classifier for '{config.attribute}' "
+        f"({len(encoder)} classes, {len(train_store)} train / {len(valid_store)} valid "
+        f"utterances; validation: {valid_note}) on {device}, "
+        f"{model.num_parameters():,} parameters")
     classifier = Classifier(model, encoder, features, segments, config.vote)
     stop_reason = "max epochs"
     while progress_state["epoch"] < config.epochs:
         epoch = progress_state["epoch"]
-        sampler.set_epoch(epoch, skip=progress_state["step"] * config.batch_size)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                            collate_fn=collate_segments, num_workers=config.workers,
-                            persistent_workers=False)
+        loader = crops.loader(epoch, config.workers,
+                              skip=progress_state["step"] * config.batch_size)
         model.train()
         bar = tqdm(loader, total=steps, initial=progress_state["step"], unit="batch",
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
@@ -371,15 +317,8 @@ def train_classifier(
         last_save = tick
         for x, lengths, labels in bar:
             x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(x, lengths)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            logits, loss = opt.forward(x, lengths, labels)
+            opt.step(loss, config.grad_clip)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch "
                                          f"{epoch + 1}; lower --lr")
@@ -412,15 +351,15 @@ def train_classifier(
             "valid_segment_accuracy": scores["segment_accuracy"],
             "valid_utterance_accuracy": scores["utterance_accuracy"],
             "valid_balanced_accuracy": scores["balanced_accuracy"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": opt.optimizer.param_groups[0]["lr"],
             "seconds": progress_state["seconds"],
             "train_segments_per_s": progress_state["seen"] / max(progress_state["seconds"], 1e-9),
         }
         progress_state["history"].append(row)
         write_metrics(out_dir / "metrics.csv", progress_state["history"])
-        _log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
-             f"{row['train_segment_accuracy']:.3f} | valid loss {valid_loss:.3f} utt acc "
-             f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
+        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
+            f"{row['train_segment_accuracy']:.3f} | valid loss {valid_loss:.3f} utt acc "
+            f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
 
         best = progress_state["best"]
         improved = (scores["utterance_accuracy"] > best["accuracy"]
@@ -434,7 +373,7 @@ def train_classifier(
                              {"valid": scores, "best_epoch": epoch + 1}, data_note)
         else:
             progress_state["bad_epochs"] += 1
-        scheduler.step(scores["utterance_accuracy"])
+        opt.scheduler.step(scores["utterance_accuracy"])
         progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
                               seconds=0.0)
         if progress_state["bad_epochs"] >= config.patience:
@@ -442,9 +381,8 @@ def train_classifier(
             progress_state["epoch"] = config.epochs
         snapshot()
 
-    final = json.loads((out_dir / "config.json").read_text())
     history = progress_state["history"]
-    final["training"] = {
+    final = record_training(out_dir, {
         "epochs_run": len(history),
         "best_epoch": progress_state["best"]["epoch"],
         "stopped": stop_reason,
@@ -452,12 +390,11 @@ def train_classifier(
                      f"by at least {LOSS_MIN_DELTA}",
         "validation": valid_note,
         "train_segments_per_s": sum(h["train_segments_per_s"] for h in history) / len(history),
-    }
-    write_json(out_dir / "config.json", final)
+    })
     progress_state["finished"] = True
     snapshot()
-    _log(f"selected epoch {final['training']['best_epoch']} (valid utterance accuracy "
-         f"{progress_state['best']['accuracy']:.3f}); {stop_reason}; saved to {out_dir}")
+    log(f"selected epoch {final['training']['best_epoch']} (valid utterance accuracy "
+        f"{progress_state['best']['accuracy']:.3f}); {stop_reason}; saved to {out_dir}")
     return final
 
 
@@ -474,13 +411,7 @@ def _save_classifier(out_dir: Path, model: DeepSpeech2Classifier, arch: DeepSpee
         "segments": config.segments.to_dict(),
         "vote": config.vote,
         "labels": {"attribute": encoder.attribute, "classes": list(encoder.classes)},
-        "provenance": {
-            "manifest": str(manifest.source) if manifest.source else None,
-            "manifest_fingerprint": manifest.fingerprint(),
-            "seed": config.seed,
-            "train_config": config.run_settings(),
-            "data": data_note or {},
-        },
+        "provenance": provenance(config.run_settings(), config.seed, manifest, data_note),
         "metrics": metrics,
     })
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from optin.audio.segments import SegmentConfig, count_segments, segment
@@ -217,3 +217,32 @@ def eval_batches(
 
 def steps_per_epoch(draws: int, batch_size: int) -> int:
     return math.ceil(draws / batch_size)
+
+
+@dataclass
+class CropTraining:
+    """Random-crop training draws: the seeded sampler, the crop dataset and the batch size."""
+
+    sampler: BalancedSampler
+    dataset: RandomCropDataset
+    batch_size: int
+
+    @classmethod
+    def build(cls, store: FeatureStore, labels: Sequence[int], segments: SegmentConfig,
+              batch_size: int, draws_per_epoch: int | None, seed: int, balanced: bool = True
+              ) -> CropTraining:
+        """``draws_per_epoch`` defaults to the number of segments in the store."""
+        draws = draws_per_epoch or segment_count(store, segments)
+        return cls(BalancedSampler(labels, draws, seed, balanced=balanced),
+                   RandomCropDataset(store, labels, segments), batch_size)
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return steps_per_epoch(self.sampler.draws, self.batch_size)
+
+    def loader(self, epoch: int, workers: int = 0, skip: int = 0) -> DataLoader:
+        """The batches of ``epoch``, leaving out its first ``skip`` draws (resume)."""
+        self.sampler.set_epoch(epoch, skip=skip)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
+                          collate_fn=collate_segments, num_workers=workers)

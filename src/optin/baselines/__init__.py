@@ -1,0 +1,1 @@
+"""Baseline protection systems the opt-in obfuscator is compared with (ADR, McAdams)."""

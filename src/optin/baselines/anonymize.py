@@ -1,0 +1,170 @@
+"""Anonymizing files and whole corpora with a signal-processing baseline: ``optin anonymize``.
+
+Audio files are written as ``OUT/<stem>.wav``. A manifest as input anonymizes every row into
+``OUT/audio/<safe id>.wav`` and writes ``OUT/manifest.csv``: the same rows, labels and splits,
+``path`` pointing at the anonymized audio, plus an ``alpha`` column (the McAdams coefficient
+used). Rows whose audio exists are reused, so a killed run resumes; ``OUT/anonymization.json``
+records the settings, and a rerun with other settings into the same folder is refused instead
+of mixing two anonymizations. Audio is read with ``load_audio`` (16 kHz, the usual volume
+normalisation) and written as 16-bit WAV at 16 kHz, peak 1 (the McAdams output scaling).
+
+Files carry no speaker label: with ``per="speaker"`` each file counts as its own speaker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optin.audio.io import SAMPLE_RATE, load_audio, write_audio
+from optin.baselines.mcadams import McAdamsConfig, mcadams
+from optin.corpora.manifest import Manifest
+
+if TYPE_CHECKING:  # imported where used: worker processes then load no torch
+    from optin.privacy.corpus import BatchReport
+
+METHODS = ("mcadams",)
+STATE_FILE = "anonymization.json"
+
+
+def anonymize_file(source: str | os.PathLike, dest: str | os.PathLike, alpha: float,
+                   config: McAdamsConfig | None = None) -> Path:
+    """Load ``source`` at 16 kHz, apply McAdams with ``alpha``, write ``dest`` (16-bit WAV).
+
+    Raises:
+        AudioError: ``source`` is missing, unreadable or silent.
+    """
+    config = config or McAdamsConfig()
+    wave = load_audio(source, sample_rate=SAMPLE_RATE)
+    out = mcadams(wave, SAMPLE_RATE, alpha=alpha, lpc_order=config.lpc_order, name=str(source))
+    return write_audio(dest, out, SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class _FileTask:
+    """Anonymize one audio file into ``out/<stem>.wav`` (picklable for worker processes)."""
+
+    config: McAdamsConfig
+    out: Path
+
+    def __call__(self, path: Path) -> None:
+        alpha = self.config.alpha_for(path.stem, path.stem)
+        anonymize_file(path, self.out / f"{path.stem}.wav", alpha, self.config)
+
+
+@dataclass(frozen=True)
+class _RowTask:
+    """Anonymize one manifest row into ``out/audio/<name>.wav`` unless it is there already."""
+
+    config: McAdamsConfig
+    out: Path
+
+    def __call__(self, row: dict[str, str], source: Path, name: str
+                 ) -> tuple[dict[str, str], bool]:
+        alpha = self.config.alpha_for(row["speaker"], row["id"])
+        wav = self.out / "audio" / f"{name}.wav"
+        written = not wav.is_file()
+        if written:
+            anonymize_file(source, wav, alpha, self.config)
+        return {"path": str(wav.resolve()), "alpha": f"{alpha:.6f}"}, written
+
+
+def anonymize_inputs(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    config: McAdamsConfig | None = None,
+    method: str = "mcadams",
+    progress: bool = True,
+    on_error: str = "fail",
+    workers: int = 1,
+) -> BatchReport:
+    """Anonymize audio files, or every row of one manifest (``.csv``), into ``out_dir``.
+
+    Args:
+        inputs: audio files, or a single manifest CSV.
+        config: how alpha is chosen (default: fixed 0.8).
+        method: the baseline; only ``"mcadams"`` so far.
+        on_error: ``"fail"`` stops at the first unusable file (the error names it);
+            ``"skip"`` leaves it out and lists it in the report.
+        workers: processes to spread the files over (1: this process).
+
+    Returns:
+        The report: counts written / reused / failed, and the new manifest's path.
+
+    Raises:
+        ValueError: unknown method, a manifest mixed with files, duplicate file names, or an
+            output folder anonymized with other settings.
+        ManifestError, AudioError: unusable manifest, or audio with ``on_error="fail"``.
+    """
+    from optin.privacy.corpus import process_files, split_inputs
+
+    _check_method(method)
+    config = config or McAdamsConfig()
+    out = Path(out_dir)
+    manifest_path, paths = split_inputs(inputs)
+    if manifest_path is None:
+        return process_files(paths, _FileTask(config, out), _report(), progress, on_error,
+                             workers)
+    return anonymize_manifest(Manifest.read(manifest_path), out, config, progress, on_error,
+                              workers, method)
+
+
+def anonymize_manifest(manifest: Manifest, out: str | os.PathLike,
+                       config: McAdamsConfig | None = None, progress: bool = True,
+                       on_error: str = "fail", workers: int = 1, method: str = "mcadams"
+                       ) -> BatchReport:
+    """Anonymize every row of a manifest; write ``out/manifest.csv`` of the anonymized copy."""
+    from optin.privacy.corpus import process_manifest
+
+    _check_method(method)
+    config = config or McAdamsConfig()
+    out = Path(out)
+    _claim_folder(out, {"method": method, "config": config.to_dict()})
+    return process_manifest(manifest, out, _RowTask(config, out.resolve()), ["alpha"],
+                            _report(), progress, on_error, workers)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method: unknown anonymization '{method}' (known: "
+                         f"{', '.join(METHODS)})")
+
+
+def _report() -> BatchReport:
+    from optin.privacy.corpus import BatchReport
+
+    return BatchReport(verb="anonymized", doing="anonymizing")
+
+
+def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``out``; refuse a folder that holds another anonymization."""
+    state = out / STATE_FILE
+    if state.is_file():
+        try:
+            found = json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{state} cannot be read ({err}); remove it or choose another "
+                             "--out-dir") from err
+        if not isinstance(found, dict):
+            raise ValueError(f"{state} holds no anonymization settings; remove it or choose "
+                             "another --out-dir")
+        if found != settings:
+            old = {**found.get("config", {}), "method": found.get("method")}
+            new = {**settings["config"], "method": settings["method"]}
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now"
+                             for k, v in new.items() if old.get(k) != v)
+            raise ValueError(f"{out} holds audio anonymized with other settings "
+                             f"({diff or found}); use the same settings to resume, "
+                             "or another --out-dir")
+        return
+    if (out / "audio").is_dir() and any((out / "audio").iterdir()):
+        raise ValueError(f"{out / 'audio'} holds files but {state} is missing, so their "
+                         "settings are unknown; choose an empty or new --out-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = state.with_name(f".{STATE_FILE}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, state)

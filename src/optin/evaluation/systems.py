@@ -1,0 +1,133 @@
+"""Protection systems the experiment harness compares, selectable by key from the YAML.
+
+Two worlds:
+
+* **spectrogram** systems protect what the target model T hears. ``fit`` returns a
+  :class:`FittedSystem`: protected test/train inputs as a manifest (the original one, or a
+  protected audio copy with the same ids and splits) plus an optional transform of its cached
+  features ``(F, T) -> (F, T)``. T, the attackers (DeepSpeech2) and the x-vector extractor all
+  see exactly those inputs. ``opt-in`` (the paper's obfuscator, a feature transform) and
+  ``mcadams`` (VoicePrivacy B2, waveform -> waveform, a protected audio copy) live here.
+* **x-vector** systems protect speaker embeddings: ``adr`` (the opt-out ADR of Noé et al.),
+  whose target task and attackers are classifiers on x-vectors; see
+  :mod:`optin.evaluation.vector_world`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from optin.corpora.manifest import Manifest
+from optin.training.checkpoint import read_config
+from optin.training.obfuscator import obfuscator_preset, train_obfuscator
+
+if TYPE_CHECKING:
+    from optin.evaluation.vector_world import SeedVectors
+
+
+def key_of(settings: dict[str, Any], manifest: Manifest, *depends: str) -> str:
+    """12 hex digits identifying a model: its settings, its data and what it builds on."""
+    blob = json.dumps({"settings": settings, "data": manifest.fingerprint(),
+                       "depends": list(depends)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SystemContext:
+    """What a protection system may use to fit itself for one seed.
+
+    ``options`` are the experiment config's section for this system (e.g. ``obfuscator:``,
+    ``mcadams:``, ``adr:``); ``vectors`` gives the seed's x-vector extractor and embeddings
+    (trained on first use).
+    """
+
+    manifest: Manifest
+    target_dir: Path
+    models_dir: Path
+    preset: str
+    seed: int
+    options: dict[str, Any]
+    progress: bool
+    log: Callable[[str], None]
+    vectors: SeedVectors | None = None
+
+
+@dataclass
+class FittedSystem:
+    """A spectrogram-world system ready to protect: evaluate on ``manifest`` (None: the
+    experiment's own) with ``transform`` applied to its cached features (None: as they are).
+
+    ``fingerprint`` names the protection exactly (weights hash or settings key); models trained
+    on protected data are keyed on it.
+    """
+
+    transform: Callable[[Tensor], Tensor] | None
+    model_dir: Path
+    fingerprint: str
+    info: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+
+def fit_opt_in(ctx: SystemContext) -> FittedSystem:
+    """The paper's opt-in obfuscator, trained against the frozen target model."""
+    from optin.privacy.obfuscator import Obfuscator
+
+    config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.options)
+    target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
+    final = train_obfuscator(ctx.manifest, ctx.target_dir, out, config, progress=ctx.progress)
+    obfuscator = Obfuscator.load(out)
+    return FittedSystem(obfuscator.obfuscate_features, out,
+                        read_config(out / "obfuscator")["weights_sha256"],
+                        {"converged": final.get("training", {}).get("converged"),
+                         "model_dir": str(out)})
+
+
+def fit_mcadams(ctx: SystemContext) -> FittedSystem:
+    """McAdams anonymization (VoicePrivacy B2): a protected audio copy of the whole corpus.
+
+    Options: ``alpha`` (fixed, default 0.8) or ``alpha_range: [0.5, 0.9]`` with ``per``
+    (speaker | utterance), ``lpc_order``. No training: every seed shares the copy unless the
+    alpha draw depends on the seed (``alpha_range``).
+    """
+    from optin.baselines.anonymize import anonymize_manifest
+    from optin.baselines.mcadams import McAdamsConfig
+
+    options = dict(ctx.options)
+    if "alpha_range" in options:
+        options.setdefault("seed", ctx.seed)
+    config = McAdamsConfig.from_dict(options)
+    settings = config.to_dict()
+    out = ctx.models_dir / f"mcadams-{key_of(settings, ctx.manifest)}"
+    report = anonymize_manifest(ctx.manifest, out, config, progress=ctx.progress,
+                                workers=max(1, min(4, os.cpu_count() or 1)))
+    protected = Manifest.read(report.manifest)
+    fingerprint = key_of(settings, ctx.manifest)
+    return FittedSystem(None, out, fingerprint,
+                        {"converged": None, "model_dir": str(out), "settings": settings},
+                        manifest=protected)
+
+
+@dataclass(frozen=True)
+class System:
+    """A registered protection system: its label, its world and how to fit it."""
+
+    label: str
+    world: str  # "spectrogram" or "x-vector"
+    options_key: str  # the experiment-config section holding its options
+    fit: Callable[[SystemContext], FittedSystem] | None = None
+
+
+SYSTEMS: dict[str, System] = {
+    "opt-in": System("opt-in obfuscator", "spectrogram", "obfuscator", fit_opt_in),
+    "mcadams": System("McAdams (VPC B2)", "spectrogram", "mcadams", fit_mcadams),
+    "adr": System("ADR (opt-out)", "x-vector", "adr"),
+}
