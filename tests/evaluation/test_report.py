@@ -249,3 +249,19 @@ def test_merge_two_runs_with_a_name_clash(tmp_path):
     fig = make_merged_figure(merged["experiments"][:2])
     assert len(fig.axes) == 2 and len(fig.legends) == 1
     assert by_gid(fig, "opt-in/informed", ax_index=1).get_marker() == "*"
+
+
+def test_markers_on_the_same_spot_are_spread_apart_without_moving_their_data():
+    exp = experiment()
+    exp["systems"]["adr"]["attacks"]["gender"]["original"] = stat(0.970, 1)  # = opt-in's
+    fig = make_figure(exp)
+    fig.canvas.draw()
+    a, b = by_gid(fig, "opt-in/original"), by_gid(fig, "adr/original")
+    assert list(a.get_xdata()) == list(b.get_xdata()) == [0.970]  # data stay exact
+    xa = a.get_transform().transform((0.970, 0.981))[0]
+    xb = b.get_transform().transform((0.970, 0.981))[0]
+    assert abs(xa - xb) > 3  # pixels apart on the canvas
+    lone = by_gid(fig, "opt-in/informed")  # a spot of its own is not shifted
+    ax = fig.axes[0]
+    assert lone.get_transform().transform((0.62, 0.952))[0] == pytest.approx(
+        ax.transData.transform((0.62, 0.952))[0])

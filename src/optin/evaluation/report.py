@@ -100,6 +100,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.transforms import offset_copy
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ ATTACK_STATS: tuple[str, ...] = (
 )
 MARKERS: dict[str, str] = {"original": "o", "ignorant": "s", "informed": "*", "output_only": "x"}
 MARKER_SIZES: dict[str, float] = {"original": 7, "ignorant": 7, "informed": 11, "output_only": 6}
+DODGE_POINTS = 7.0  # sideways spacing of markers that share a spot
 MARKER_LABELS: dict[str, str] = {
     "original": "original (no protection)",
     "ignorant": "ignorant attacker",
@@ -433,18 +435,28 @@ def _draw_experiment(ax: Axes, experiment: dict[str, Any], title: str | None = N
     points = experiment_points(experiment)
     xs: list[float] = []
     ys: list[float] = []
+    # Markers of several systems on the same spot are spread sideways by a few points (display
+    # space only: their data coordinates stay exact), so none hides another.
+    spots: dict[tuple[float, float], list[Point]] = {}
+    for p in points:
+        spots.setdefault((round(p.x, 4), round(p.y, 4)), []).append(p)
     for p in points:
         colour = system_colour(p.system)
+        group = spots[round(p.x, 4), round(p.y, 4)]
+        shift = (group.index(p) - (len(group) - 1) / 2) * DODGE_POINTS
+        where = (offset_copy(ax.transData, fig=ax.figure, x=shift, y=0.0, units="points")
+                 if shift else ax.transData)
         if p.xerr is not None or p.yerr is not None:
             bars = ax.errorbar([p.x], [p.y], xerr=p.xerr, yerr=p.yerr, fmt="none",
-                               ecolor=colour, elinewidth=1.0, capsize=2.5, alpha=0.7, zorder=2)
+                               ecolor=colour, elinewidth=1.0, capsize=2.5, alpha=0.7, zorder=2,
+                               transform=where)
             for artist in (*bars.lines[1], *bars.lines[2]):
                 artist.set_gid(f"{p.system}/{p.attacker}/errorbar")
         (line,) = ax.plot([p.x], [p.y], linestyle="none", marker=MARKERS[p.attacker],
                           markersize=MARKER_SIZES[p.attacker], color=colour,
                           markeredgecolor="black" if p.attacker != "output_only" else colour,
                           markeredgewidth=0.6 if p.attacker != "output_only" else 1.5,
-                          zorder=3, label=f"{p.system} {p.attacker}")
+                          zorder=3, label=f"{p.system} {p.attacker}", transform=where)
         line.set_gid(f"{p.system}/{p.attacker}")
         xs += [p.x - (p.xerr or 0.0), p.x + (p.xerr or 0.0)]
         ys += [p.y - (p.yerr or 0.0), p.y + (p.yerr or 0.0)]
