@@ -18,18 +18,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optin.corpora.manifest import LabelEncoder, Manifest
 from optin.evaluation.metrics import accuracy, chance_level
+from optin.evaluation.vector_classifier import (
+    VectorClassifierConfig,
+    train_vector_classifier,
+    vector_predict,
+)
 from optin.training.classifier import Classifier
 from optin.training.data import FeatureStore
 
 
 @dataclass(frozen=True)
-class OutputOnlyConfig:
-    """The output-only attacker: an MLP on T's posteriors, trained with Adam."""
+class OutputOnlyConfig(VectorClassifierConfig):
+    """The output-only attacker: a small MLP on T's log-posteriors, trained with Adam."""
 
     hidden: int = 32
     epochs: int = 200
@@ -47,17 +51,17 @@ def utterance_posteriors(target: Classifier, store: FeatureStore,
 def train_output_only(posteriors: Tensor, labels: Tensor, n_classes: int,
                       config: OutputOnlyConfig | None = None) -> nn.Module:
     """Fit the output-only attacker on (U, K) posteriors and (U,) labels (full batch)."""
-    cfg = config or OutputOnlyConfig()
-    torch.manual_seed(cfg.seed)
-    x = torch.log(posteriors.clamp_min(1e-8))  # log-posteriors: better conditioned inputs
-    model = nn.Sequential(nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(),
-                          nn.Linear(cfg.hidden, n_classes))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for _ in range(cfg.epochs):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), labels).backward()
-        optimizer.step()
-    return model.eval()
+    return train_vector_classifier(_log(posteriors), labels, n_classes,
+                                   config=config or OutputOnlyConfig())
+
+
+def output_only_predict(model: nn.Module, posteriors: Tensor) -> Tensor:
+    """(U,) classes the output-only attacker predicts from (U, K) posteriors."""
+    return vector_predict(model, _log(posteriors)).argmax(dim=1)
+
+
+def _log(posteriors: Tensor) -> Tensor:
+    return torch.log(posteriors.clamp_min(1e-8))  # log-posteriors: better conditioned inputs
 
 
 def output_only_accuracy(target: Classifier, train: FeatureStore, test: FeatureStore,
@@ -76,9 +80,7 @@ def output_only_accuracy(target: Classifier, train: FeatureStore, test: FeatureS
     test_rows = [i for i, r in enumerate(test.manifest.rows) if r[attribute] in known]
     p_test = utterance_posteriors(target, test, transform)[test_rows]
     y_test = torch.tensor([encoder.encode(test.manifest.rows[i][attribute]) for i in test_rows])
-    with torch.no_grad():
-        predicted = model(torch.log(p_test.clamp_min(1e-8))).argmax(dim=1)
-    return accuracy(y_test, predicted)
+    return accuracy(y_test, output_only_predict(model, p_test))
 
 
 def chance_on_test(manifest: Manifest, attribute: str) -> float:

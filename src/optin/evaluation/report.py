@@ -184,26 +184,23 @@ def _check_experiment(exp: Any, where: str) -> None:
                 raise ResultsError(f"{here}.target: expected an object or null")
             for stat in TARGET_STATS:
                 _check_stat(target.get(stat), f"{here}.target.{stat}")
-        attacks = system.get("attacks") or {}
-        if not isinstance(attacks, dict):
-            raise ResultsError(f"{here}.attacks: expected an object")
-        for attribute, numbers in attacks.items():
-            if numbers is None:
-                continue
-            if not isinstance(numbers, dict):
-                raise ResultsError(f"{here}.attacks[{attribute!r}]: expected an object")
-            for stat in ATTACK_STATS:
-                _check_stat(numbers.get(stat), f"{here}.attacks[{attribute!r}].{stat}")
-        verification = system.get("verification") or {}
-        if not isinstance(verification, dict):
-            raise ResultsError(f"{here}.verification: expected an object")
-        for pairing, numbers in verification.items():
-            if numbers is None:
-                continue
-            if not isinstance(numbers, dict):
-                raise ResultsError(f"{here}.verification[{pairing!r}]: expected an object")
-            for stat in ("eer", "min_dcf"):
-                _check_stat(numbers.get(stat), f"{here}.verification[{pairing!r}].{stat}")
+        _check_stat_groups(system.get("attacks"), f"{here}.attacks", ATTACK_STATS)
+        _check_stat_groups(system.get("verification"), f"{here}.verification",
+                           ("eer", "min_dcf"))
+
+
+def _check_stat_groups(groups: Any, where: str, stats: Sequence[str]) -> None:
+    """``{name: {stat: STAT} | null}`` (attacks per attribute, verification per pairing)."""
+    groups = groups or {}
+    if not isinstance(groups, dict):
+        raise ResultsError(f"{where}: expected an object")
+    for name, numbers in groups.items():
+        if numbers is None:
+            continue
+        if not isinstance(numbers, dict):
+            raise ResultsError(f"{where}[{name!r}]: expected an object")
+        for stat in stats:
+            _check_stat(numbers.get(stat), f"{where}[{name!r}].{stat}")
 
 
 def validate_results(data: Any, source: str = "results") -> None:

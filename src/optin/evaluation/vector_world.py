@@ -13,82 +13,33 @@ opt-out ADR baseline evaluated on x-vectors.
   accuracy is the x-vector counterpart of the spectrogram classifiers' (the paper's check that
   both representations carry about the same information on the attribute).
 
-Vector classifiers are small MLPs (:class:`VectorClassifierConfig`) trained full-batch with
-Adam; the epoch kept is the one with the best validation accuracy (the earliest on ties).
+Vector classifiers are the small MLPs of :mod:`optin.evaluation.vector_classifier`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest
 from optin.evaluation.attackers import chance_on_test
 from optin.evaluation.metrics import accuracy
 from optin.evaluation.systems import SystemContext, key_of
+from optin.evaluation.vector_classifier import (
+    VectorClassifierConfig,
+    train_vector_classifier,
+    vector_accuracy,
+    vector_predict,
+)
 from optin.training.checkpoint import read_config
 from optin.training.data import FeatureStore
 
 SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class VectorClassifierConfig:
-    """An MLP on fixed-size vectors: Linear(D, hidden) -> ReLU -> Linear(hidden, K)."""
-
-    hidden: int = 256
-    epochs: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 10
-    seed: int = 0
-
-
-def train_vector_classifier(x: Tensor, y: Tensor, n_classes: int,
-                            valid: tuple[Tensor, Tensor] | None = None,
-                            config: VectorClassifierConfig | None = None) -> nn.Module:
-    """Fit an MLP on (N, D) vectors and (N,) labels; keeps the best-validation epoch (the
-    last one without validation data)."""
-    cfg = config or VectorClassifierConfig()
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model = nn.Sequential(nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(),
-                          nn.Linear(cfg.hidden, n_classes))
-    with torch.no_grad():
-        for p in model.parameters():  # seeded init independent of the global RNG
-            p.copy_(torch.randn(p.shape, generator=generator) * (p.shape[-1] ** -0.5))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_state = -1.0, None
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        if valid is not None and len(valid[1]) and (epoch % cfg.eval_every == 0
-                                                     or epoch == cfg.epochs):
-            score = vector_accuracy(model, *valid)
-            if score > best:
-                best, best_state = score, copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval()
-
-
-@torch.no_grad()
-def vector_predict(model: nn.Module, x: Tensor) -> Tensor:
-    """(N, D) -> (N, K) posteriors."""
-    return model.eval()(x).softmax(dim=1)
-
-
-def vector_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    return accuracy(y, vector_predict(model, x).argmax(dim=1))
 
 
 def encode_splits(manifest: Manifest, attribute: str) -> dict[str, Tensor]:
@@ -196,7 +147,7 @@ class SeedVectors:
 def _vector_attack_scores(x: dict[str, Tensor], p: dict[str, Tensor], labels: dict[str, Tensor],
                           target_posteriors: dict[str, Tensor], seed: int) -> dict[str, float]:
     """original / ignorant / informed / output-only accuracies for one attribute."""
-    from optin.evaluation.attackers import OutputOnlyConfig, train_output_only
+    from optin.evaluation.attackers import OutputOnlyConfig, output_only_predict, train_output_only
 
     n = int(labels["train"].max()) + 1
     cfg = VectorClassifierConfig(seed=seed)
@@ -206,8 +157,7 @@ def _vector_attack_scores(x: dict[str, Tensor], p: dict[str, Tensor], labels: di
                                        (p["valid"], labels["valid"]), cfg)
     output_only = train_output_only(target_posteriors["train"], labels["train"], n,
                                     OutputOnlyConfig(seed=seed))
-    with torch.no_grad():
-        floor = output_only(torch.log(target_posteriors["test"].clamp_min(1e-8))).argmax(dim=1)
+    floor = output_only_predict(output_only, target_posteriors["test"])
     return {
         "original": vector_accuracy(original, x["test"], labels["test"]),
         "ignorant": vector_accuracy(original, p["test"], labels["test"]),
@@ -242,8 +192,7 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
     if len(classes) != 2:
         raise ValueError(f"ADR protects a binary attribute; '{protect}' has {len(classes)} "
                          f"values in the training split ({', '.join(classes[:8])})")
-    ctx.vectors.extractor  # noqa: B018 (trains the extractor on first use)
-    assert ctx.vectors.extractor_dir is not None
+    assert ctx.vectors.extractor_dir is not None  # set when the x-vectors above were made
     extractor_hash = read_config(ctx.vectors.extractor_dir)["weights_sha256"]
     out = ctx.models_dir / f"adr-{key_of(config.to_dict(), ctx.manifest, protect, extractor_hash)}"
     if (out / "model.safetensors").is_file():
