@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from optin.errors import OptinError
+
 SAMPLE_RATE = 16000
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
 SILENCE_DBFS = -90.0
@@ -29,7 +31,7 @@ SILENCE_DBFS = -90.0
 Normalization = Literal["rms", "peak", "none"]
 
 
-class AudioError(ValueError):
+class AudioError(OptinError, ValueError):
     """An audio file that cannot be used; the message names the file and the problem."""
 
 

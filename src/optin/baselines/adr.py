@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optin.errors import OptinError
 from optin.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -35,7 +36,7 @@ from optin.training.presets import from_preset
 KIND = "adr"
 
 
-class ADRInputError(ValueError):
+class ADRInputError(OptinError, ValueError):
     """Input the ADR cannot use; the message names the field (and the values found)."""
 
 

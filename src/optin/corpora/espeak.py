@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from optin.errors import OptinError
+
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of calling exit() on a bad data path
 POS_CHARACTER = 1
@@ -50,7 +52,7 @@ _CALLBACK = ctypes.CFUNCTYPE(
 _LOCK = threading.Lock()  # the library is process-global: one synthesis at a time
 
 
-class ESpeakError(RuntimeError):
+class ESpeakError(OptinError, RuntimeError):
     """The library or its data cannot be loaded, or a call into it failed."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optin.errors import OptinError
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "path", "speaker")
 KNOWN_COLUMNS: tuple[str, ...] = (
     "id",
@@ -31,7 +33,7 @@ KNOWN_COLUMNS: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(OptinError, ValueError):
     """A manifest that cannot be used; the message names the file, row or column."""
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from optin.audio.features import FeatureConfig
+from optin.errors import OptinError
 
 _state = ort.capi.onnxruntime_pybind11_state
 # What InferenceSession raises for a file it cannot use (they derive from Exception only).
@@ -19,7 +20,7 @@ LOAD_ERRORS = (_state.InvalidGraph, _state.InvalidProtobuf, _state.Fail, _state.
                _state.InvalidArgument)
 
 
-class OnnxModelError(ValueError):
+class OnnxModelError(OptinError, ValueError):
     """An ONNX file that is not a usable optin obfuscator; the message names the file."""
 
 

@@ -69,6 +69,7 @@ from torch import Tensor
 from optin.audio.features import STD_FLOOR, features_to_magnitude, make_window
 from optin.audio.io import load_audio
 from optin.deploy.receptive_field import ReceptiveField, receptive_field
+from optin.errors import OptinError
 from optin.models.cyclegan_vc2 import DOWNSAMPLE_FACTOR
 from optin.privacy.obfuscator import Obfuscator
 
@@ -76,7 +77,7 @@ PhaseMode = Literal["input", "griffin-lim"]
 Normalization = Literal["running", "fixed"]
 
 
-class StreamError(ValueError):
+class StreamError(OptinError, ValueError):
     """Bad input to a stream (wrong shape, NaN, too short, pushed after flush)."""
 
 
@@ -559,7 +560,7 @@ class StreamingObfuscator:
 PCM_SCALE = 32768.0
 
 
-class LiveInputError(ValueError):
+class LiveInputError(OptinError, ValueError):
     """Live microphone input is not available (``sounddevice`` missing or no device)."""
 
 

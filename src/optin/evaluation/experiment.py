@@ -52,6 +52,7 @@ from optin import __version__
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.splits import assign_split
+from optin.errors import OptinError
 from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
 from optin.evaluation.systems import SYSTEMS, FittedSystem, SystemContext, key_of
 from optin.evaluation.vector_world import SeedVectors, run_adr
@@ -70,7 +71,7 @@ KNOWN = (*REQUIRED, "title", "figure", "corpus", "protocol", "split_seed", "syst
          "seeds", "verification", *SECTIONS)
 
 
-class ExperimentError(ValueError):
+class ExperimentError(OptinError, ValueError):
     """A config that cannot run; the message names the file and the field."""
 
 

@@ -102,6 +102,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import offset_copy
 
+from optin.errors import OptinError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA = "optin-results/1"
@@ -130,7 +132,7 @@ _SAME = 1e-9  # reference values closer than this are one line
 PathLike = str | os.PathLike[str]
 
 
-class ResultsError(ValueError):
+class ResultsError(OptinError, ValueError):
     """A results file that cannot be used; the message names the file and the field."""
 
 

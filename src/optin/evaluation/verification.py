@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from optin.errors import OptinError
+
 ENUMERATE_LIMIT = 4_000_000  # list all pairs up to this many, sample pair indices above
 
 
-class TrialError(ValueError):
+class TrialError(OptinError, ValueError):
     """A trial list that cannot be built or scored (no target or no non-target trials...)."""
 
 

@@ -27,13 +27,14 @@ from torch import Tensor
 
 from optin import __version__
 from optin.audio.features import FeatureConfig
+from optin.errors import OptinError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OptinError, ValueError):
     """A checkpoint folder that cannot be used; the message names the folder and the field."""
 
 
