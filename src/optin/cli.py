@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
 
     p = add(dsub, "import", _data_import, "import a corpus tree into a manifest CSV")
-    p.add_argument("corpus", choices=["ravdess", "emovdb", "librispeech", "voxceleb2", "csv"])
+    p.add_argument("corpus", choices=["ravdess", "emovdb", "emodb", "librispeech", "voxceleb2",
+                                      "csv"])
     p.add_argument("src", type=Path, help="corpus root folder (or the CSV file for 'csv')")
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",

@@ -13,12 +13,14 @@ from optin.corpora.csv_import import prepare_csv
 from optin.corpora.dummies import (
     FakeTree,
     break_audio,
+    make_emodb_tree,
     make_emovdb_tree,
     make_librispeech_tree,
     make_ravdess_tree,
     make_voxceleb2_tree,
     tone,
 )
+from optin.corpora.emodb import EMOTIONS, SENTENCES, SPEAKERS, parse_emodb_name, prepare_emodb
 from optin.corpora.emovdb import prepare_emovdb
 from optin.corpora.importing import ImportReport, LayoutError
 from optin.corpora.librispeech import prepare_librispeech
@@ -30,24 +32,28 @@ LABELS = {
     "ravdess": ("id", "speaker", "gender", "emotion", "utterance", "text", "intensity",
                 "repetition"),
     "emovdb": ("id", "speaker", "gender", "emotion", "utterance", "text"),
+    "emodb": ("id", "speaker", "gender", "emotion", "utterance", "text", "version"),
     "librispeech": ("id", "speaker", "gender", "utterance", "text", "subset", "chapter"),
     "voxceleb2": ("id", "speaker", "gender", "set", "video"),
 }
 BUILDERS: dict[str, Callable[..., FakeTree]] = {
     "ravdess": make_ravdess_tree,
     "emovdb": make_emovdb_tree,
+    "emodb": make_emodb_tree,
     "librispeech": make_librispeech_tree,
     "voxceleb2": make_voxceleb2_tree,
 }
 IMPORTERS: dict[str, Callable[..., ImportReport]] = {
     "ravdess": prepare_ravdess,
     "emovdb": prepare_emovdb,
+    "emodb": prepare_emodb,
     "librispeech": prepare_librispeech,
     "voxceleb2": prepare_voxceleb2,
 }
 SMALL = {  # for trees built per test
     "ravdess": {"actors": (1, 2), "emotions": ("01", "05")},
     "emovdb": {"emotions": ("neutral", "angry")},
+    "emodb": {"speakers": ("03", "08"), "emotions": "WN", "texts": ("a01",)},
 }
 
 
@@ -141,6 +147,67 @@ def test_emovdb_without_text_file_leaves_text_empty(reports):
     assert set(reports["emovdb"].manifest.column("text")) == {""}
 
 
+def test_emodb_tables_match_the_corpus_paper():
+    assert SPEAKERS == {"03": "male", "08": "female", "09": "female", "10": "male",
+                        "11": "male", "12": "male", "13": "female", "14": "female",
+                        "15": "male", "16": "female"}
+    assert EMOTIONS == {"W": "angry", "L": "bored", "E": "disgust", "A": "fearful",
+                        "F": "happy", "T": "sad", "N": "neutral"}
+    assert sorted(SENTENCES) == ["a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09",
+                                 "b10"]
+
+
+@pytest.mark.parametrize("letter,emotion", [("W", "angry"), ("L", "bored"), ("E", "disgust"),
+                                            ("A", "fearful"), ("F", "happy"), ("T", "sad"),
+                                            ("N", "neutral")])
+def test_emodb_every_emotion_letter_in_both_genders(reports, letter, emotion):
+    rows = [r for r in reports["emodb"].manifest if r["id"][11] == letter]
+    assert rows and {r["emotion"] for r in rows} == {emotion}
+    assert {(r["speaker"], r["gender"]) for r in rows} == {
+        ("emodb03", "male"), ("emodb08", "female"), ("emodb10", "male"), ("emodb16", "female")}
+    assert parse_emodb_name(f"16b10{letter.lower()}C.FLAC") == {
+        "speaker": "16", "text": "b10", "emotion": letter, "version": "c", "suffix": ".flac"}
+
+
+def test_emodb_ignored_reasons_say_why(trees, reports):
+    why = {Path(p).relative_to(trees["emodb"].src).as_posix(): reason
+           for p, reason in reports["emodb"].ignored}
+    assert "not an EmoDB file name" in why["wav/03a01.wav"]
+    assert "not an EmoDB file name" in why["wav/03a01Wa_copy.wav"]
+    assert "emotion letter X is not one of W L E A F T N" in why["wav/03a01Xa.wav"]
+    assert "speaker code 07 is not one of 03 08" in why["wav/07a01Wa.flac"]
+    assert "text code c01 is not one of a01" in why["wav/03c01Wa.wav"]
+    assert "not a .wav or .flac" in why["wav/notes.txt"]
+    assert "not part of the audio folder wav/" in why["lablaut"]
+    # the same recording as .wav and .flac: the .wav is imported, the copy named
+    assert "as wav/03a01Wa.wav, which is imported" in why["wav/converted/03a01Wa.flac"]
+    paths = {r["id"]: r["path"] for r in reports["emodb"].manifest}
+    assert paths["emodb_03a01Wa"] == "wav/03a01Wa.wav"
+    suffixes = {Path(p).suffix for p in paths.values()}
+    assert suffixes == {".wav", ".flac", ".WAV", ".FLAC"}
+
+
+def test_emodb_audio_in_src_itself_searched_recursively(tmp_path):
+    tree = make_emodb_tree(tmp_path, speakers=("09", "12"), emotions="LT", wav_folder=False,
+                           nested=True)
+    assert all(p.startswith(("09/", "12/")) for p in tree.expected)
+    report = prepare_emodb(tree.src, progress=False)
+    assert_rows_match(report, tree, LABELS["emodb"])
+    assert ignored_rel(report, tree.src) == tree.ignored
+
+
+def test_emodb_wav_flac_pair_in_one_folder_keeps_the_wav(tmp_path):
+    tree = make_emodb_tree(tmp_path, speakers=("13",), emotions="A", texts=("a02",),
+                           versions="ab", extras=False)
+    assert sorted(tree.expected) == ["wav/13a02Aa.wav", "wav/13a02Ab.flac"]
+    (tree.src / "wav" / "13a02Aa.wav").rename(tree.src / "wav" / "13a02Aa.WAV")
+    flac = tree.path("wav/13a02Ab.flac")
+    flac.with_suffix(".wav").write_bytes(tree.path("wav/13a02Aa.WAV").read_bytes())
+    report = prepare_emodb(tree.src, progress=False)
+    assert [r["path"] for r in report.manifest] == ["wav/13a02Aa.WAV", "wav/13a02Ab.wav"]
+    assert [Path(p).name for p, _ in report.ignored] == ["13a02Ab.flac"]
+
+
 def test_librispeech_pointed_at_the_librispeech_folder(tmp_path):
     tree = make_librispeech_tree(tmp_path, parent=False)
     assert tree.src.name == "LibriSpeech"
@@ -166,7 +233,7 @@ def test_librispeech_other_subsets_only_when_asked(tmp_path):
 
 
 # ------------------------------------------------------------------------------ splits
-@pytest.mark.parametrize("name", ["ravdess", "emovdb"])
+@pytest.mark.parametrize("name", ["ravdess", "emovdb", "emodb"])
 def test_same_speakers_protocol_puts_every_speaker_in_every_split(reports, name):
     manifest = reports[name].manifest
     speakers = set(manifest.column("speaker"))
@@ -291,6 +358,38 @@ def test_emovdb_two_folders_for_one_speaker_and_emotion(tmp_path):
     _mkdirs(tree.src, "Bea-AMUSED")
     with pytest.raises(LayoutError, match=r"Bea-AMUSED .*both hold speaker bea, emotion amused"):
         prepare_emovdb(tree.src, progress=False)
+
+
+def test_emodb_nothing_understood_names_what_was_found(tmp_path):
+    _mkdirs(tmp_path, "src/wav/speaker03")
+    (tmp_path / "src" / "wav" / "speaker03" / "03a01Fa.mp3").write_bytes(b"\x00")
+    (tmp_path / "src" / "wav" / "happy.wav").write_bytes(b"\x00")
+    out = tmp_path / "m.csv"
+    with pytest.raises(LayoutError, match=r"expected audio files named like 03a01Fa\.wav .*"
+                                          r"found: happy\.wav, speaker03; 2 path\(s\) were "
+                                          r"not understood"):
+        prepare_emodb(tmp_path / "src", out=out, progress=False)
+    assert not out.exists()
+
+
+def test_emodb_from_the_command_line(tmp_path, capsys):
+    from optin.cli import main
+
+    tree = make_emodb_tree(tmp_path / "emodb", speakers=("11", "14"), emotions="FE")
+    out = tmp_path / "m.csv"
+    assert main(["data", "import", "emodb", str(tree.src), "--out", str(out), "-q"]) == 0
+    manifest = Manifest.read(out, check_files=True)
+    assert_rows_match(ImportReport(manifest=manifest), tree, LABELS["emodb"])
+    printed = capsys.readouterr().out
+    assert f"{len(tree.expected)} utterances -> {out}" in printed
+    assert "speakers: 2" in printed and f"left out {len(tree.ignored)} path(s)" in printed
+    break_audio(tree.path(sorted(tree.expected)[0]), "corrupt")
+    assert main(["data", "import", "emodb", str(tree.src), "--out", str(out), "-q"]) == 2
+    assert Path(sorted(tree.expected)[0]).name in capsys.readouterr().err
+    assert main(["data", "import", "emodb", str(tree.src), "--out", str(out), "-q",
+                 "--on-error", "skip"]) == 0
+    assert "skipped 1 unreadable file" in capsys.readouterr().out
+    assert len(Manifest.read(out)) == len(tree.expected) - 1
 
 
 def test_librispeech_without_speakers_txt(tmp_path):

@@ -18,6 +18,9 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
+from optin.corpora.emodb import EMOTIONS as EMODB_EMOTIONS
+from optin.corpora.emodb import SENTENCES as EMODB_SENTENCES
+from optin.corpora.emodb import SPEAKERS as EMODB_SPEAKERS
 from optin.corpora.librispeech import PAPER_SUBSETS
 from optin.corpora.ravdess import EMOTIONS as RAVDESS_EMOTIONS
 from optin.corpora.ravdess import INTENSITIES as RAVDESS_INTENSITIES
@@ -99,7 +102,7 @@ def _wav(path: Path, rate: int, seconds: float, rng: np.random.Generator) -> Non
     """A 16-bit WAV or FLAC (by suffix) tone, encoded in memory: one write per file is faster."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    fmt = "FLAC" if path.suffix == ".flac" else "WAV"
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
     sf.write(buffer, tone(seconds, rate, rng), rate, subtype="PCM_16", format=fmt)
     path.write_bytes(buffer.getvalue())
 
@@ -258,6 +261,81 @@ def make_emovdb_tree(
         (first / "readme.md").write_text("not audio\n")
         tree.ignored |= {"bea_Whispering", "emmanuel_Amused", "sam_Amused.tar.gz", "notes.txt",
                          f"{first.name}/readme.md"}
+    return tree
+
+
+# ---------------------------------------------------------------------------------- EmoDB
+_EMODB_SUFFIXES = (".wav", ".flac", ".WAV", ".FLAC")  # both formats, any case, as users have
+
+
+def make_emodb_tree(
+    root: str | os.PathLike,
+    speakers: Sequence[str] = ("03", "08", "10", "16"),
+    emotions: str = "WLEAFTN",
+    texts: Sequence[str] = ("a01", "a05", "b09"),
+    versions: str = "ab",
+    wav_folder: bool = True,
+    nested: bool = False,
+    extras: bool = True,
+    seconds: float = 0.1,
+    rate: int = 16000,
+    seed: int = 0,
+) -> FakeTree:
+    """An EmoDB tree: ``SSTTTEV`` files (``03a01Fa.wav``), every speaker x emotion x text x version.
+
+    Args:
+        speakers: speaker codes of the corpus ("03", "08", ...; see ``emodb.SPEAKERS``).
+        emotions: emotion letters (W L E A F T N).
+        texts, versions: sentence codes ("a01" ...) and version letters.
+        wav_folder: put the audio under ``wav/`` as the official distribution does (else
+            directly in root).
+        nested: one sub-folder per speaker inside the audio folder.
+        extras: add what the importer must name as ignored: names off the scheme, an unknown
+            speaker, text and emotion letter, a non-audio file, a second copy of a recording
+            in the other format (in a sub-folder), and (with ``wav_folder``) the distribution's
+            other files next to ``wav/``.
+    """
+    root = Path(root)
+    base = root / "wav" if wav_folder else root
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tree = FakeTree(src=root)
+    k = 0
+    for speaker in speakers:
+        folder = base / speaker if nested else base
+        for emotion in emotions:
+            for text in texts:
+                for version in versions:
+                    stem = f"{speaker}{text}{emotion}{version}"
+                    path = folder / f"{stem}{_EMODB_SUFFIXES[k % len(_EMODB_SUFFIXES)]}"
+                    k += 1
+                    _wav(path, rate, seconds, rng)
+                    tree.expected[path.relative_to(root).as_posix()] = {
+                        "id": f"emodb_{stem}",
+                        "speaker": f"emodb{speaker}",
+                        "gender": EMODB_SPEAKERS[speaker],
+                        "emotion": EMODB_EMOTIONS[emotion],
+                        "utterance": text,
+                        "text": EMODB_SENTENCES[text],
+                        "version": version,
+                    }
+    if extras:
+        first = next(iter(tree.expected))  # the first file written: a .wav
+        copy = base / "converted" / Path(first).with_suffix(".flac").name
+        s, t = speakers[0], texts[0]
+        odd = [f"{s}{t}{emotions[0]}a_copy.wav", f"{s}{t}Xa.wav", f"07{t}{emotions[0]}a.flac",
+               f"{s}c01{emotions[0]}a.wav", f"{s}{t}.wav"]
+        for name in odd:
+            _wav(base / name, rate, seconds, rng)
+        _wav(copy, rate, seconds, rng)
+        (base / "notes.txt").write_text("fake EmoDB\n")
+        tree.ignored |= {(base / n).relative_to(root).as_posix()
+                         for n in [*odd, "notes.txt"]} | {copy.relative_to(root).as_posix()}
+        if wav_folder:
+            (root / "erkennung.txt").write_text("Satz\terkannt\n")
+            (root / "lablaut").mkdir()
+            (root / "lablaut" / f"{Path(first).stem}.lab").write_text("fake\n")
+            tree.ignored |= {"erkennung.txt", "lablaut"}
     return tree
 
 

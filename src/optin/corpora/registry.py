@@ -7,7 +7,7 @@ from pathlib import Path
 
 from optin.corpora.importing import ImportReport, OnError
 
-CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "librispeech", "voxceleb2", "csv")
+CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "emodb", "librispeech", "voxceleb2", "csv")
 
 
 def import_corpus(
@@ -37,6 +37,10 @@ def import_corpus(
         from optin.corpora.emovdb import prepare_emovdb
 
         return prepare_emovdb(src, **common)
+    if corpus == "emodb":
+        from optin.corpora.emodb import prepare_emodb
+
+        return prepare_emodb(src, **common)
     if corpus == "librispeech":
         from optin.corpora.librispeech import prepare_librispeech
 
