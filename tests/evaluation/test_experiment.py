@@ -140,7 +140,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 def test_shipped_configs_parse():
     configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
-    assert len(configs) == 13
+    assert len(configs) == 16
     names = {ExperimentConfig.read(p).name for p in configs}
     assert len(names) == 13
     for corpus in ("ravdess", "emovdb", "librispeech", "voxceleb2", "builtin"):

@@ -188,7 +188,7 @@ def test_figure3_markers_lines_and_error_bars(seeds):
     assert len(bars) == (2 * 4 * 2 if seeds > 1 else 0)  # systems x attackers x (x, y)
     assert ax.get_xlabel() == "gender attacker accuracy"
     assert ax.get_ylabel() == "speaker (target task) accuracy"
-    assert ax.get_title() == "Built-in corpus: permit speaker, attack gender"
+    assert ax.get_title().splitlines()[0] == "Built-in corpus: permit speaker, attack gender"
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"original (no protection)", "ignorant attacker", "informed attacker",
             "opt-in obfuscator", "ADR (opt-out)"} <= set(labels)
@@ -265,3 +265,60 @@ def test_markers_on_the_same_spot_are_spread_apart_without_moving_their_data():
     ax = fig.axes[0]
     assert lone.get_transform().transform((0.62, 0.952))[0] == pytest.approx(
         ax.transData.transform((0.62, 0.952))[0])
+
+
+def _with_sweep(exp: dict[str, Any]) -> dict[str, Any]:
+    """Add two opt-in variants of a lambda_p sweep and family details to an experiment."""
+    base = exp["systems"]["opt-in"]
+    base["options"] = {"lambda_p": 1.0}
+    for value, (agree, informed) in ((0.3, (0.99, 0.80)), (3.0, (0.90, 0.55))):
+        variant = json.loads(json.dumps(base))
+        variant["label"] = f"opt-in obfuscator (lambda_p={value})"
+        variant["sweep"] = {"lambda_p": value}
+        variant["target"]["agreement"] = stat(agree, 1)
+        for attack in variant["attacks"].values():
+            attack["informed"] = stat(informed, 1)
+        exp["systems"][f"opt-in@lambda_p={value}"] = variant
+    attack = base["attacks"]["gender"]
+    attack["strongest_informed"] = ["xvector"]
+    attack["families"] = {
+        "deepspeech2": {"original": stat(0.97, 1), "ignorant": stat(0.51, 1),
+                        "informed": stat(0.60, 1), "undertrained": [False],
+                        "informed_training": [{"epochs_run": 9}]},
+        "xvector": {"original": stat(0.90, 1), "ignorant": stat(0.50, 1),
+                    "informed": stat(0.62, 1), "undertrained": [True],
+                    "informed_training": [{"epochs_run": 12}]},
+    }
+    return exp
+
+
+def test_every_figure_shows_each_systems_agreement():
+    from optin.evaluation.report import agreement_line
+
+    exp = experiment(attacked=("gender", "emotion"), figure="4")
+    line = agreement_line(exp)
+    assert "opt-in obfuscator 0.94" in line and "ADR (opt-out) 0.95" in line
+    fig = make_figure(exp)
+    assert "T agreement: opt-in obfuscator 0.94" in fig.axes[0].get_title()
+
+
+def test_sweep_variants_draw_a_frontier_not_the_paper_figure(tmp_path):
+    from optin.evaluation.report import has_sweep, make_frontier_figure
+
+    exp = _with_sweep(experiment(attacked=("gender", "emotion"), figure="4"))
+    assert has_sweep(exp)
+    paper = make_figure(exp)
+    gids = {line.get_gid() for line in paper.axes[0].lines}
+    assert not any(g and "@" in g for g in gids)  # variants stay off the paper figure
+    frontier = make_frontier_figure(exp)
+    assert len(frontier.axes) == 2
+    line = next(x for x in frontier.axes[0].lines if x.get_gid() == "frontier/opt-in")
+    # ordered by lambda_p: 0.3, base 1.0, 3.0 -> agreement 0.99, 0.94, 0.90
+    assert list(line.get_xdata()) == pytest.approx([0.99, 0.94, 0.90])
+    assert list(line.get_ydata()) == pytest.approx([0.80, 0.62, 0.55])
+    assert any(x.get_gid() == "frontier/adr" for x in frontier.axes[0].lines)
+    path = write_report(results(exp), tmp_path)
+    text = path.read_text()
+    assert "frontier" in text and (tmp_path / "figures" / "builtin-fig3a-frontier.png").is_file()
+    assert "Attacker families on `gender`" in text
+    assert "UNDERTRAINED (1/1 seeds)" in text

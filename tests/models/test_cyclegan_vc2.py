@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as nnf
+from torch import nn
 
 from optin.models.cyclegan_vc2 import (
     Generator,
@@ -249,3 +250,33 @@ def test_config_round_trip() -> None:
 def test_config_rejects_invalid(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         GeneratorConfig(**bad)  # type: ignore[arg-type]
+
+
+# --- warm start, output conv -------------------------------------------------------------------
+
+
+def test_residual_generator_starts_as_the_identity_and_then_learns() -> None:
+    torch.manual_seed(0)
+    model = Generator(_tiny_config(residual=True))
+    x = torch.randn(2, 161, 37)
+    assert torch.equal(model(x), x)
+    model(x).pow(2).mean().backward()
+    assert model.output.weight.grad is not None and model.output.weight.grad.abs().sum() > 0
+    plain = Generator(_tiny_config())
+    assert not torch.allclose(plain(x), x)
+
+
+def test_tap_conv_equals_a_plain_conv() -> None:
+    from optin.models.cyclegan_vc2 import TapConv2d
+
+    torch.manual_seed(0)
+    tap = TapConv2d(6, (5, 15), (2, 7))
+    conv = nn.Conv2d(6, 1, (5, 15), padding=(2, 7))
+    conv.load_state_dict(tap.state_dict())
+    x = torch.randn(2, 6, 21, 33, requires_grad=True)
+    torch.testing.assert_close(tap(x), conv(x), atol=1e-5, rtol=1e-5)
+    (grad_tap,) = torch.autograd.grad(tap(x).sum(), x)
+    (grad_conv,) = torch.autograd.grad(conv(x).sum(), x)
+    torch.testing.assert_close(grad_tap, grad_conv, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="same"):
+        TapConv2d(6, (5, 15), (1, 7))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from tests.conftest import kill_and_resume
 from optin.corpora import Manifest
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.adversary import Deobfuscator
+from optin.training.checkpoint import load_state
 from optin.training.classifier import Classifier, ClassifierTrainConfig, train_classifier
 from optin.training.obfuscator import (
     ObfuscatorTrainConfig,
@@ -55,7 +57,7 @@ def test_step_updates_both_networks_and_never_the_target(gender_target, quick_co
     lengths = torch.full((4,), 32)
     for _ in range(3):
         metrics = adversarial_step(x, lengths, obf, opt, scaler, adversary, target.model, config)
-    assert set(metrics) == {"L_a", "L_t", "L_p", "agreement", "objective"}
+    assert set(metrics) == {"L_a", "L_t", "L_p", "L_c", "agreement", "objective"}
     assert metrics["objective"] == pytest.approx(metrics["L_t"] - metrics["L_p"], rel=1e-4)
     after = target.model.state_dict()
     for key, value in before.items():  # parameters and batch-norm running statistics
@@ -113,6 +115,31 @@ def test_selection_rule():
     history = [{"valid_utterance_agreement": a} for a in (0.90, 0.97, 0.99, 0.93)]
     assert _select(history, 0.95) == (2, True)  # the latest epoch meeting the target
     assert _select(history, 0.995) == (2, False)  # none does: the highest agreement
+
+
+def test_privacy_ramp_is_linear_then_flat():
+    from optin.training.obfuscator import privacy_ramp
+
+    config = ObfuscatorTrainConfig(epochs=4, lambda_p=2.0, privacy_warmup=2)
+    assert [privacy_ramp(config, t) for t in (0, 1, 2, 3)] == [0.0, 1.0, 2.0, 2.0]
+    assert privacy_ramp(ObfuscatorTrainConfig(lambda_p=0.5), 0) == 0.5
+
+
+@pytest.mark.slow
+def test_residual_run_with_contraction_keeps_the_task(gender_target, quick_corpus, tmp_path):
+    config = ObfuscatorTrainConfig(**{**TINY_OBF, "privacy_warmup": 2, "optimizer": "adam",
+                                      "lr": 1e-3, "obfuscator_residual": True,
+                                      "contraction": 1.0})
+    final = train_obfuscator(quick_corpus, gender_target, tmp_path, config, progress=False)
+    with open(tmp_path / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [round(float(r["lambda_p"]), 3) for r in rows] == [0.5, 1.0, 1.0]
+    assert all(float(r["train_L_c"]) > 0 for r in rows)
+    assert final["architecture"]["residual"]
+    # the obfuscator keeps the permitted task on held-out test data
+    assert final["evaluation"]["agreement"] >= 0.85, final["evaluation"]
+    # and the contraction templates travel with the resumable state
+    assert "templates" in load_state(tmp_path / "train_state")
 
 
 def test_convergence_rule():

@@ -23,6 +23,11 @@ A config (see ``configs/``)::
     xvector: {}                         # overrides of the x-vector extractor preset (optional)
     adr: {protect: gender}              # ADR: the attribute it hides, preset overrides
     mcadams: {alpha: 0.8}               # McAdams: fixed alpha, or alpha_range: [0.5, 0.9]
+    attackers: {families: [deepspeech2, xvector]}   # attacker families, each trained to its
+                                        # best (optin.evaluation.attacker_families); the report
+                                        # gives the strongest per attribute
+    sweep: {lambda_p: [0.3, 3.0]}       # optional: extra opt-in systems, one per value of an
+                                        # obfuscator option (the privacy-utility frontier)
 
 Every trained model lives under ``OUT/models/<kind>-<key>`` where the key hashes its settings,
 its data fingerprint and what it depends on (e.g. the target's weights), so a rerun skips what is
@@ -53,8 +58,15 @@ from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.splits import assign_split
 from optin.errors import OptinError
+from optin.evaluation.attacker_families import (
+    AttackerSettings,
+    LoadedAttacker,
+    ProtectedData,
+    strongest,
+    train_attacker,
+)
 from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
-from optin.evaluation.systems import SYSTEMS, FittedSystem, SystemContext, key_of
+from optin.evaluation.systems import SYSTEMS, SystemContext, key_of
 from optin.evaluation.vector_world import SeedVectors, run_adr
 from optin.training.checkpoint import write_json
 from optin.training.classifier import (
@@ -64,11 +76,13 @@ from optin.training.classifier import (
     train_classifier,
 )
 from optin.training.data import FeatureStore
+from optin.training.obfuscator import obfuscator_preset
 
 REQUIRED = ("name", "data", "permitted", "attacked")
-SECTIONS = ("classifier", "obfuscator", "mcadams", "adr", "xvector")
+SECTIONS = ("classifier", "obfuscator", "mcadams", "adr", "xvector", "attackers")
 KNOWN = (*REQUIRED, "title", "figure", "corpus", "protocol", "split_seed", "systems", "preset",
-         "seeds", "verification", *SECTIONS)
+         "seeds", "verification", "sweep", *SECTIONS)
+SWEPT_SYSTEM = "opt-in"  # the system a sweep varies (its options section: obfuscator)
 
 
 class ExperimentError(OptinError, ValueError):
@@ -97,7 +111,25 @@ class ExperimentConfig:
     mcadams: dict[str, Any] = field(default_factory=dict)
     adr: dict[str, Any] = field(default_factory=dict)
     xvector: dict[str, Any] = field(default_factory=dict)
+    attackers: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
     source: Path | None = None
+
+    def system_runs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(result key, system name, options) of every system to fit: each of ``systems``
+        with its config section, then one opt-in variant per swept value, keyed
+        ``opt-in@<option>=<value>``."""
+        runs = [(name, name, getattr(self, SYSTEMS[name].options_key))
+                for name in self.systems]
+        for option, values in self.sweep.items():
+            for value in values:
+                runs.append((f"{SWEPT_SYSTEM}@{option}={value}", SWEPT_SYSTEM,
+                             {**self.obfuscator, option: value}))
+        return runs
+
+    @property
+    def attacker_settings(self) -> AttackerSettings:
+        return AttackerSettings.from_dict(self.attackers)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ExperimentConfig:
@@ -143,7 +175,21 @@ class ExperimentConfig:
         values = {k: (v or {}) if k in SECTIONS else v for k, v in data.items() if k in KNOWN}
         values["attacked"] = list(attacked)
         values["figure"] = None if data.get("figure") is None else str(data["figure"])
-        return cls(**values, source=source)
+        sweep = data.get("sweep") or {}
+        if not isinstance(sweep, dict) or not all(
+                isinstance(v, list) and v for v in sweep.values()):
+            raise ExperimentError(f"{where}: 'sweep' must map obfuscator options to non-empty "
+                                  "lists of values, e.g. {lambda_p: [0.3, 3.0]}")
+        if sweep and SWEPT_SYSTEM not in systems:
+            raise ExperimentError(f"{where}: 'sweep' varies the '{SWEPT_SYSTEM}' system, which "
+                                  "is not in 'systems'")
+        values["sweep"] = sweep
+        config = cls(**values, source=source)
+        try:
+            config.attacker_settings  # noqa: B018 (validates the section)
+        except (TypeError, ValueError) as err:
+            raise ExperimentError(f"{where}: attackers: {err}") from err
+        return config
 
 
 # ---------------------------------------------------------------------- running
@@ -215,20 +261,26 @@ def key_of_dict(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _train(manifest: Manifest, attribute: str, role: str, models: Path, preset: str,
-           seed: int, overrides: dict[str, Any], progress: bool,
-           protected: FittedSystem | None = None) -> Path:
-    """Train (or find) a DeepSpeech2 classifier, on ``protected`` inputs if given; returns its
-    folder."""
-    config = preset_config(attribute, preset, role=role, seed=seed, **overrides)
-    depends = [protected.fingerprint] if protected else []
-    kind = f"{role}-{attribute}" + ("-protected" if protected else "")
-    data = (protected.manifest or manifest) if protected else manifest
-    out = models / f"{kind}-{key_of(config.run_settings(), data, *depends)}"
-    note = {"protected_by": str(protected.model_dir)} if protected else None
-    train_classifier(data, config, out, progress=progress,
-                     transform=protected.transform if protected else None, data_note=note)
+def _train_target(manifest: Manifest, attribute: str, models: Path, preset: str, seed: int,
+                  overrides: dict[str, Any], progress: bool) -> Path:
+    """Train (or find) the target model T (a DeepSpeech2 classifier); returns its folder."""
+    config = preset_config(attribute, preset, role="target", seed=seed, **overrides)
+    out = models / f"target-{attribute}-{key_of(config.run_settings(), manifest)}"
+    train_classifier(manifest, config, out, progress=progress)
     return out
+
+
+def _family_overrides(config: ExperimentConfig, family: str) -> dict[str, Any]:
+    return config.classifier if family == "deepspeech2" else config.xvector
+
+
+def _accuracy(attacker: LoadedAttacker, manifest: Manifest,
+              transform: Any, what: str) -> float:
+    """An attacker's test utterance accuracy; an error when it scored nothing."""
+    value = attacker.accuracy(manifest, transform)
+    if not math.isfinite(value):
+        raise ExperimentError(f"{what}: the evaluation produced no usable number ({value})")
+    return value
 
 
 def _checked(result: dict[str, Any], what: str) -> dict[str, Any]:
@@ -245,31 +297,35 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
     """Every number of one seed: {system: {"target", "attacks", "verification", "info"}}."""
     models = out / "models"
     cache = FeatureCache.for_manifest(manifest)
+    settings = config.attacker_settings
     log(f"seed {seed}: target model T for '{config.permitted}'")
-    target_dir = _train(manifest, config.permitted, "target", models, config.preset, seed,
-                        config.classifier, progress)
-    originals = {}
+    target_dir = _train_target(manifest, config.permitted, models, config.preset, seed,
+                               config.classifier, progress)
+    originals: dict[str, dict[str, LoadedAttacker]] = {}
+    original_scores: dict[str, dict[str, float]] = {}
     for attribute in config.attacked:
-        log(f"seed {seed}: original classifier for '{attribute}' (also the ignorant attacker)")
-        originals[attribute] = _train(manifest, attribute, "attacker", models, config.preset,
-                                      seed, config.classifier, progress)
+        originals[attribute], original_scores[attribute] = {}, {}
+        for family in settings.families:
+            log(f"seed {seed}: original {family} classifier for '{attribute}' (also the "
+                "ignorant attacker)")
+            folder = train_attacker(family, manifest, attribute, models, config.preset, seed,
+                                    _family_overrides(config, family), settings, progress)
+            attacker = originals[attribute][family] = LoadedAttacker(family, folder)
+            original_scores[attribute][family] = _accuracy(
+                attacker, manifest, None, f"original '{attribute}' {family} classifier")
     target = Classifier.load(target_dir)
     t_original = _checked(evaluate_classifier(target_dir, manifest, "test", progress=False,
                                               classifier=target, return_predictions=True),
                           "target on original test data")
-    original_clfs = {a: Classifier.load(d) for a, d in originals.items()}
-    original_scores = {a: _checked(evaluate_classifier(
-        originals[a], manifest, "test", progress=False, classifier=clf),
-        f"original '{a}' classifier") for a, clf in original_clfs.items()}
     needs_vectors = config.verification or any(SYSTEMS[s].world == "x-vector"
                                                for s in config.systems)
     vectors = (SeedVectors(manifest, models, config.preset, seed, config.xvector, progress, log)
                if needs_vectors else None)
     results: dict[str, Any] = {}
-    for system in config.systems:
-        spec = SYSTEMS[system]
-        ctx = SystemContext(manifest, target_dir, models, config.preset, seed,
-                            getattr(config, spec.options_key), progress, log, vectors)
+    for system, name, options in config.system_runs():
+        spec = SYSTEMS[name]
+        ctx = SystemContext(manifest, target_dir, models, config.preset, seed, options,
+                            progress, log, vectors)
         log(f"seed {seed}: fitting system '{system}'")
         if spec.world == "x-vector":
             result = run_adr(ctx, config.permitted, config.attacked)
@@ -277,6 +333,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
                 result.pop("verification", None)
             results[system] = {"label": spec.label, "world": spec.world, **result}
             continue
+        label = spec.label + (f" ({system.split('@', 1)[1]})" if "@" in system else "")
         assert spec.fit is not None
         fitted = spec.fit(ctx)
         data = fitted.manifest or manifest
@@ -293,32 +350,41 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         data_cache = FeatureCache.for_manifest(data) if fitted.manifest else cache
         train_store = FeatureStore(data.split("train"), data_cache, progress=False)
         test_store = FeatureStore(data.split("test"), data_cache, progress=False)
+        protected = ProtectedData(data, fitted.transform, fitted.fingerprint, fitted.model_dir)
         attacks: dict[str, Any] = {}
         for attribute in config.attacked:
-            original = original_scores[attribute]
-            ignorant = _checked(evaluate_classifier(
-                originals[attribute], data, "test", progress=False,
-                classifier=original_clfs[attribute], transform=fitted.transform),
-                f"ignorant '{attribute}' attacker on '{system}' data")
-            log(f"seed {seed}: informed attacker for '{attribute}' on '{system}' data")
-            informed_dir = _train(manifest, attribute, "attacker", models, config.preset, seed,
-                                  config.classifier, progress, protected=fitted)
-            informed = _checked(evaluate_classifier(
-                informed_dir, data, "test", progress=False, transform=fitted.transform),
-                f"informed '{attribute}' attacker on '{system}' data")
+            per_family: dict[str, dict[str, Any]] = {}
+            for family in settings.families:
+                ignorant = _accuracy(originals[attribute][family], data, fitted.transform,
+                                     f"ignorant '{attribute}' {family} attacker on '{system}'")
+                log(f"seed {seed}: informed {family} attacker for '{attribute}' on '{system}' "
+                    "data")
+                informed = LoadedAttacker(family, train_attacker(
+                    family, manifest, attribute, models, config.preset, seed,
+                    _family_overrides(config, family), settings, progress, protected))
+                per_family[family] = {
+                    "original": original_scores[attribute][family], "ignorant": ignorant,
+                    "informed": _accuracy(informed, data, fitted.transform,
+                                          f"informed '{attribute}' {family} attacker on "
+                                          f"'{system}'"),
+                    "informed_training": informed.training,
+                }
             output_only = output_only_accuracy(target, train_store, test_store, attribute,
                                                transform=fitted.transform,
                                                config=OutputOnlyConfig(seed=seed))
+            best = strongest(per_family, settings.strength_margin)
             attacks[attribute] = {
                 "chance": chance_on_test(manifest, attribute),
-                "original": original["utterance_accuracy"],
-                "ignorant": ignorant["utterance_accuracy"],
-                "informed": informed["utterance_accuracy"],
+                "original": best["original"],
+                "ignorant": best["ignorant"],
+                "informed": best["informed"],
                 "output_only": output_only,
-                "excess_leakage": informed["utterance_accuracy"] - output_only,
+                "excess_leakage": best["informed"] - output_only,
+                "strongest_informed": best["strongest_informed"],
+                "families": best["families"],
             }
         results[system] = {
-            "label": spec.label,
+            "label": label,
             "world": spec.world,
             "target": {"original": t_original["utterance_accuracy"],
                        "obfuscated": t_protected["utterance_accuracy"],
@@ -371,20 +437,24 @@ def aggregate(config: ExperimentConfig, manifest: Manifest,
     """Mean and spread over seeds, in the results schema."""
     seeds = list(per_seed)
     systems: dict[str, Any] = {}
-    for system in config.systems:
+    for system, _, options in config.system_runs():
         runs = [per_seed[s][system] for s in seeds]
         systems[system] = {
             "label": runs[0]["label"],
             "target": {k: stat([r["target"][k] for r in runs])
                        for k in ("original", "obfuscated", "agreement")},
-            "attacks": {a: {k: stat([r["attacks"][a][k] for r in runs])
-                            for k in ("chance", "original", "ignorant", "informed",
-                                      "output_only", "excess_leakage")}
+            "attacks": {a: _aggregate_attack([r["attacks"][a] for r in runs])
                         for a in config.attacked},
             "converged": [r["info"].get("converged") for r in runs],
             "models": [r["info"].get("model_dir") for r in runs],
         }
         systems[system]["world"] = runs[0].get("world", "spectrogram")
+        if "@" in system:
+            option = system.split("@", 1)[1].split("=", 1)[0]
+            systems[system]["sweep"] = {option: options[option]}
+        elif system == SWEPT_SYSTEM and config.sweep:  # where the base sits on the frontier
+            base = obfuscator_preset(config.preset, **config.obfuscator)
+            systems[system]["options"] = {k: getattr(base, k) for k in config.sweep}
         unmodified = [r["info"].get("unmodified_target_on_protected") for r in runs]
         if any(v is not None for v in unmodified):
             systems[system]["target"]["unmodified_on_protected"] = stat(unmodified)
@@ -398,6 +468,26 @@ def aggregate(config: ExperimentConfig, manifest: Manifest,
         "permitted": config.permitted, "attacked": config.attacked, "preset": config.preset,
         "seeds": seeds, "wall_seconds": round(seconds, 1), "systems": systems,
     }
+
+
+ATTACK_STATS = ("chance", "original", "ignorant", "informed", "output_only", "excess_leakage")
+FAMILY_STATS = ("original", "ignorant", "informed")
+
+
+def _aggregate_attack(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One attribute's attack over seeds: a STAT per number, and per attacker family its
+    STATs, whether it was undertrained in any seed, and how its informed training ended."""
+    found: dict[str, Any] = {k: stat([r[k] for r in runs]) for k in ATTACK_STATS}
+    if all("families" in r for r in runs):
+        found["strongest_informed"] = [r["strongest_informed"] for r in runs]
+        names = list(runs[0]["families"])
+        found["families"] = {
+            name: {**{k: stat([r["families"][name][k] for r in runs]) for k in FAMILY_STATS},
+                   "undertrained": [bool(r["families"][name]["undertrained"]) for r in runs],
+                   "informed_training": [r["families"][name].get("informed_training")
+                                         for r in runs]}
+            for name in names}
+    return found
 
 
 VERIFICATION_METRICS = ("eer", "min_dcf")
@@ -428,9 +518,14 @@ def tidy_rows(config: ExperimentConfig, per_seed: dict[int, dict[str, Any]]
                              "attribute": config.permitted, "metric": "accuracy"
                              if key != "agreement" else "agreement", "value": value})
             for attribute, attack in r["attacks"].items():
-                for attacker, value in attack.items():
+                for attacker in ATTACK_STATS:
                     rows.append({**base, "attacker": attacker, "attribute": attribute,
-                                 "metric": "accuracy", "value": value})
+                                 "metric": "accuracy", "value": attack[attacker]})
+                for family, scores in (attack.get("families") or {}).items():
+                    for attacker in FAMILY_STATS:
+                        rows.append({**base, "attacker": f"{attacker} {family}",
+                                     "attribute": attribute, "metric": "accuracy",
+                                     "value": scores[attacker]})
             for pairing, scores in (r.get("verification") or {}).items():
                 for metric in VERIFICATION_METRICS if scores else ():
                     rows.append({**base, "attacker": f"asv {pairing}", "attribute": "speaker",

@@ -110,6 +110,7 @@ SCHEMA = "optin-results/1"
 RESULTS_FILE = "results.json"
 ATTACKERS: tuple[str, ...] = ("original", "ignorant", "informed", "output_only")
 TARGET_STATS: tuple[str, ...] = ("original", "obfuscated", "agreement")
+FAMILY_STATS: tuple[str, ...] = ("original", "ignorant", "informed")
 ATTACK_STATS: tuple[str, ...] = (
     "chance", "original", "ignorant", "informed", "output_only", "excess_leakage",
 )
@@ -358,8 +359,21 @@ def system_colour(key: str) -> str:
     return _SPARE_COLOURS[zlib.crc32(key.encode("utf-8")) % len(_SPARE_COLOURS)]
 
 
-def _systems(experiment: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in (experiment.get("systems") or {}).items() if isinstance(v, dict)}
+def _systems(experiment: dict[str, Any], sweeps: bool = True) -> dict[str, dict[str, Any]]:
+    """The experiment's systems; without the variants of a sweep unless ``sweeps``."""
+    return {k: v for k, v in (experiment.get("systems") or {}).items()
+            if isinstance(v, dict) and (sweeps or not v.get("sweep"))}
+
+
+def agreement_line(experiment: dict[str, Any]) -> str:
+    """One line that gives every system's permitted-task agreement T(X~) = T(X), so a system
+    that wrecks the signal cannot pass for a private one."""
+    parts = []
+    for key, system in _systems(experiment, sweeps=False).items():
+        value = _stat(system.get("target"), "agreement")
+        if value is not None:
+            parts.append(f"{system.get('label') or key} {float(value['mean']):.2f}")
+    return ("T agreement: " + " · ".join(parts)) if parts else ""
 
 
 def _attack(system: dict[str, Any], attribute: str) -> dict[str, Any] | None:
@@ -371,7 +385,7 @@ def experiment_points(experiment: dict[str, Any]) -> list[Point]:
     attacked = experiment["attacked"]
     seeds = _n_seeds(experiment)
     points = []
-    for key, system in _systems(experiment).items():
+    for key, system in _systems(experiment, sweeps=False).items():
         first = _attack(system, attacked[0])
         for attacker in ATTACKERS:
             xs = _stat(first, attacker)
@@ -472,13 +486,16 @@ def _draw_experiment(ax: Axes, experiment: dict[str, Any], title: str | None = N
         ax.set_ylabel(f"{experiment.get('permitted') or 'target'} (target task) accuracy")
     else:
         ax.set_ylabel(f"{attacked[1]} attacker accuracy")
-    text = title or experiment.get("title") or experiment["name"]
-    ax.set_title(textwrap.fill(text, 55), fontsize="medium")  # long titles wrap, never clip
+    text = textwrap.fill(title or experiment.get("title") or experiment["name"], 55)
+    agreement = agreement_line(experiment)
+    if agreement:  # every figure shows each system's permitted-task agreement
+        text += "\n" + textwrap.fill(agreement, 70)
+    ax.set_title(text, fontsize="medium")  # long titles wrap, never clip
     ax.grid(True, linewidth=0.3, alpha=0.5)
     if not points:
         ax.text(0.5, 0.5, "no numbers to plot", ha="center", va="center",
                 transform=ax.transAxes, color="0.4")
-    systems = {k: str(s.get("label") or k) for k, s in _systems(experiment).items()}
+    systems = {k: str(s.get("label") or k) for k, s in _systems(experiment, sweeps=False).items()}
     return {p.attacker for p in points}, systems
 
 
@@ -557,6 +574,87 @@ def save_figure(fig: Figure, out_base: Path) -> list[Path]:
 def plot_experiment(experiment: dict[str, Any], out_base: Path) -> list[Path]:
     """Draw one experiment to ``out_base.png`` and ``out_base.svg``; returns the paths."""
     return save_figure(make_figure(experiment), out_base)
+
+
+def has_sweep(experiment: dict[str, Any]) -> bool:
+    """Whether the experiment holds opt-in variants of a sweep (a frontier to draw)."""
+    return any(s.get("sweep") for s in _systems(experiment).values())
+
+
+def _frontier_point(system: dict[str, Any], attribute: str, kind: str
+                    ) -> tuple[float, float] | None:
+    """(T agreement, ``kind`` attacker accuracy on ``attribute``) means, None if missing."""
+    x = _stat(system.get("target"), "agreement")
+    y = _stat(_attack(system, attribute), kind)
+    return None if x is None or y is None else (float(x["mean"]), float(y["mean"]))
+
+
+def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
+    """The privacy-utility frontier of a sweep: one panel per attacked attribute, X = T's
+    agreement T(X~) = T(X) on the test split, Y = the strongest informed attacker's accuracy.
+
+    The opt-in variants (and the base opt-in system) are joined by a line in the order of the
+    swept value and labelled with it; their output-only attackers (the floor the permitted
+    output implies) are small ``x`` joined by a dotted line; every other system is one star.
+    Dashed: chance. The best place is the bottom right (full agreement, chance leakage).
+    """
+    attacked = experiment["attacked"]
+    systems = _systems(experiment)
+    variants = {k: s for k, s in systems.items() if s.get("sweep")}
+    option = next(iter(next(iter(variants.values()))["sweep"])) if variants else None
+    base = systems.get("opt-in")
+    base_value = (base.get("options") or {}).get(option) if base else None
+    chain = sorted(((s["sweep"][option], k, s) for k, s in variants.items()),
+                   key=lambda item: float(item[0]))
+    if base is not None:
+        value = base_value if base_value is not None else "base"
+        chain.append((value, "opt-in", base))
+        chain.sort(key=lambda item: float(item[0]) if _is_number(item[0]) else 1.0)
+    seeds = _n_seeds(experiment)
+    fig = Figure(figsize=(4.6 * len(attacked) + 2.4, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(attacked), squeeze=False)[0]
+    for ax, attribute in zip(axes, attacked, strict=True):
+        line = [(v, _frontier_point(s, attribute, "informed"),
+                 _frontier_point(s, attribute, "output_only")) for v, _, s in chain]
+        line = [(v, a, b) for v, a, b in line if a is not None]
+        if line:
+            colour = system_colour("opt-in")
+            ax.plot([a[0] for _, a, _ in line], [a[1] for _, a, _ in line], "-*",
+                    color=colour, markersize=11, markeredgecolor="black",
+                    markeredgewidth=0.6, label=f"opt-in, swept {option}", gid="frontier/opt-in")
+            floor = [b for _, _, b in line if b is not None]
+            ax.plot([b[0] for b in floor], [b[1] for b in floor], ":x", color=colour,
+                    markersize=6, label="opt-in output-only floor", gid="frontier/output_only")
+            for value, (x, y), _ in line:
+                ax.annotate(f"{option}={value}", (x, y), textcoords="offset points",
+                            xytext=(5, 5), fontsize="x-small")
+        for key, system in systems.items():
+            if key == "opt-in" or system.get("sweep"):
+                continue
+            point = _frontier_point(system, attribute, "informed")
+            if point is None:
+                continue
+            xerr = _error(_stat(system.get("target"), "agreement"), seeds)
+            yerr = _error(_stat(_attack(system, attribute), "informed"), seeds)
+            marker = ax.errorbar([point[0]], [point[1]], xerr=xerr, yerr=yerr, fmt="*",
+                                 color=system_colour(key), markersize=11,
+                                 markeredgecolor="black", markeredgewidth=0.6,
+                                 label=str(system.get("label") or key))
+            marker.lines[0].set_gid(f"frontier/{key}")
+        chance = _stat(next((_attack(s, attribute) for s in systems.values()
+                             if _attack(s, attribute)), None), "chance")
+        if chance is not None:
+            ax.axhline(float(chance["mean"]), linestyle="--", linewidth=1.0,
+                       color=_REFERENCE_COLOUR, gid=f"chance/{attribute}", label="chance")
+        ax.set_xlabel(f"T agreement ({experiment.get('permitted') or 'target'}), test split")
+        ax.set_ylabel(f"strongest informed {attribute} attacker accuracy")
+        ax.set_title(f"{attribute}", fontsize="medium")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
+    fig.suptitle(textwrap.fill("Privacy-utility frontier: " + str(
+        experiment.get("title") or experiment["name"]), 90), fontsize="medium")
+    return fig
 
 
 def plot_merged(experiments: Sequence[dict[str, Any]], out_base: Path) -> list[Path]:
@@ -668,11 +766,42 @@ def _experiment_section(exp: dict[str, Any], figure: str) -> list[str]:
             [[_system_name(k, s)] + [format_stat(_stat(_attack(s, attribute), key), seeds)
                                      for key in ATTACK_STATS] for k, s in systems.items()],
         )
+        lines += _families_section(systems, attribute, seeds)
     lines += _world_note(systems)
     lines += _verification_section(systems, seeds)
     alt = _cell(title or exp["name"]).replace("]", ")").replace("[", "(")
     lines += ["", f"![{alt}](figures/{figure}.png)", ""]
     return lines
+
+
+def _families_section(systems: dict[str, dict[str, Any]], attribute: str, seeds: int
+                      ) -> list[str]:
+    """Per attacker family: original / ignorant / informed accuracy, the strength check and
+    how the informed attacker's training ended (systems without families are left out)."""
+    rows = []
+    for key, system in systems.items():
+        attack = _attack(system, attribute) or {}
+        families = attack.get("families") or {}
+        strongest = attack.get("strongest_informed") or []
+        for name, fam in families.items():
+            under = fam.get("undertrained") or []
+            check = (f"UNDERTRAINED ({sum(map(bool, under))}/{len(under)} seeds)"
+                     if any(under) else "ok")
+            stops = [t for t in fam.get("informed_training") or [] if t]
+            epochs = "/".join(str(t.get("epochs_run")) for t in stops) or "n/a"
+            chosen = sum(1 for s in strongest if s == name)
+            rows.append([_system_name(key, system), name]
+                        + [format_stat(_stat(fam, k), seeds) for k in FAMILY_STATS]
+                        + [check, f"{chosen}/{len(strongest)}", epochs])
+    if not rows:
+        return []
+    lines = ["", f"Attacker families on `{attribute}` (each trained to its best: early stop on "
+             "validation accuracy; the tables above report the strongest). Strength check: on "
+             "original data a family within 2 points of the best family, else undertrained.",
+             ""]
+    return lines + _table(["system", "family", "original", "ignorant", "informed",
+                           "strength check", "strongest informed (seeds)",
+                           "informed epochs run"], rows)
 
 
 PAIRINGS = ("original/original", "original/protected", "protected/protected", "semi-informed")
@@ -767,6 +896,11 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     for exp, name in zip(experiments, names, strict=True):
         plot_experiment(exp, figures_dir / name)
         lines += _experiment_section(exp, name)
+        if has_sweep(exp):
+            save_figure(make_frontier_figure(exp), figures_dir / f"{name}-frontier")
+            lines += [f"Privacy-utility frontier of `{exp['name']}` (T agreement against the "
+                      "strongest informed attacker, per attacked attribute; other systems as "
+                      "single points):", "", f"![frontier](figures/{name}-frontier.png)", ""]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.md"

@@ -70,6 +70,9 @@ class GeneratorConfig:
         min_frames: the padded length is at least this (a multiple of 4, >= 8) so that each
             1D InstanceNorm sees at least two frames.
         pad_mode: "replicate" (repeat the last bin / frame) or "zeros".
+        residual: output ``x + net(x)`` with the output conv zero-initialised, so an untrained
+            network is the identity (**choice**, not in the paper; see
+            ``optin.training.obfuscator``).
     """
 
     n_freq: int = 161
@@ -77,6 +80,7 @@ class GeneratorConfig:
     residual_blocks: int = DEOBFUSCATOR_RESIDUAL_BLOCKS
     min_frames: int = 8
     pad_mode: Literal["replicate", "zeros"] = "replicate"
+    residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_freq", "base_width"):
@@ -252,6 +256,34 @@ class UpsampleBlock(nn.Module):
         return h * h.sigmoid()
 
 
+class TapConv2d(nn.Conv2d):
+    """A "same"-padded, stride-1 Conv2d with one output channel, computed as its kernel taps
+    (a 1x1 conv to ``kh * kw`` channels) summed into place by ``fold`` (col2im).
+
+    The same parameters and the same result as ``nn.Conv2d`` (to float32 rounding), without
+    the ``C * kh * kw``-row im2col matrix a plain conv builds for every output pixel: 1.7x
+    faster forward + backward on the CPU for the generator's 16 -> 1, 5 x 15 output conv.
+    """
+
+    def __init__(self, in_channels: int, kernel_size: tuple[int, int],
+                 padding: tuple[int, int]) -> None:
+        super().__init__(in_channels, 1, kernel_size, padding=padding)
+        kh, kw = self.kernel_size
+        if (2 * padding[0], 2 * padding[1]) != (kh - 1, kw - 1):
+            raise ValueError("TapConv2d needs 'same' padding: (kh - 1) / 2, (kw - 1) / 2")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, H, W)`` -> ``(N, 1, H, W)``."""
+        assert x.ndim == 4, f"expected (N, C, H, W), got {tuple(x.shape)}"
+        n, c, h, w = x.shape
+        kh, kw = self.kernel_size
+        # tap (i, j) of output block (h, w) lands at (h + i, w + j): reversed kernel taps
+        taps = self.weight[0].flip(1, 2).reshape(c, kh * kw).t()[:, :, None, None]
+        blocks = nnf.conv2d(x, taps).reshape(n, kh * kw, h * w)  # (N, kh*kw, H*W)
+        out = nnf.fold(blocks, (h, w), self.kernel_size, padding=self.padding)  # (N, 1, H, W)
+        return out + self.bias.reshape(1, 1, 1, 1)
+
+
 class Generator(nn.Module):
     """CycleGAN-VC2 generator: ``(N, F, T)`` spectrogram -> ``(N, F, T)`` spectrogram.
 
@@ -276,7 +308,10 @@ class Generator(nn.Module):
         self.to2d = To2d(2 * c, self.freq_bins)
         self.up1 = UpsampleBlock(2 * c, 2 * c)
         self.up2 = UpsampleBlock(2 * c, c)
-        self.output = nn.Conv2d(c, 1, (5, 15), padding=(2, 7))
+        self.output = TapConv2d(c, (5, 15), padding=(2, 7))
+        if cfg.residual:  # start as the identity: x + 0
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
 
     def _stages(self) -> list[nn.Module]:
         return [
@@ -376,7 +411,8 @@ class Generator(nn.Module):
         if n_layers == self.num_stages:
             # Crop by negative padding, not slicing: a slice guards on T == Tp, which breaks
             # torch.export with a dynamic T.
-            return nnf.pad(h[:, 0], (0, t - h.size(-1), 0, f - h.size(-2)))  # (N, F, T)
+            out = nnf.pad(h[:, 0], (0, t - h.size(-1), 0, f - h.size(-2)))  # (N, F, T)
+            return x + out if self.config.residual else out
         return h
 
     def forward(self, x: Tensor) -> Tensor:

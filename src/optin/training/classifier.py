@@ -362,22 +362,23 @@ def train_classifier(
             f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
 
         best = progress_state["best"]
-        improved = (scores["utterance_accuracy"] > best["accuracy"]
-                    or (scores["utterance_accuracy"] == best["accuracy"]
-                        and valid_loss < best["loss"] - LOSS_MIN_DELTA))
+        higher = scores["utterance_accuracy"] > best["accuracy"]
+        improved = higher or (scores["utterance_accuracy"] == best["accuracy"]
+                              and valid_loss < best["loss"] - LOSS_MIN_DELTA)
         if improved:
             progress_state["best"] = {"accuracy": scores["utterance_accuracy"],
                                       "loss": valid_loss, "epoch": epoch + 1}
-            progress_state["bad_epochs"] = 0
             _save_classifier(out_dir, model, arch, encoder, features, config, manifest,
                              {"valid": scores, "best_epoch": epoch + 1}, data_note)
-        else:
-            progress_state["bad_epochs"] += 1
+        # patience counts epochs without a higher accuracy (a lower loss alone selects, but
+        # does not keep a run going: at 100 % it would never stop)
+        progress_state["bad_epochs"] = 0 if higher else progress_state["bad_epochs"] + 1
         opt.scheduler.step(scores["utterance_accuracy"])
         progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
                               seconds=0.0)
         if progress_state["bad_epochs"] >= config.patience:
-            stop_reason = f"early stop: no improvement for {config.patience} epochs"
+            stop_reason = (f"early stop: validation accuracy not higher for {config.patience} "
+                           "epochs")
             progress_state["epoch"] = config.epochs
         snapshot()
 

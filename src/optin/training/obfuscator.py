@@ -48,6 +48,7 @@ from optin.corpora.manifest import Manifest
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.models.deepspeech2 import vote
 from optin.privacy.adversary import Deobfuscator
+from optin.privacy.contraction import ClassTemplates
 from optin.privacy.losses import agreement, obfuscator_objective, target_loss
 from optin.privacy.obfuscator import DEOBFUSCATOR_KIND, OBFUSCATOR_KIND, Obfuscator
 from optin.training.checkpoint import (
@@ -99,6 +100,10 @@ class ObfuscatorTrainConfig:
     hard_targets: bool = False
     obfuscator_width: int = 16
     obfuscator_blocks: int = 3
+    obfuscator_residual: bool = False
+    privacy_warmup: float = 0.0  # epochs over which lambda_p ramps linearly from 0
+    contraction: float = 0.0  # weight of L_c (within-class contraction) relative to L_p
+    template_momentum: float = 0.99
     deobfuscator_width: int = 64
     deobfuscator_blocks: int = 6
     grad_clip: float = 5.0
@@ -166,8 +171,9 @@ def _log(message: str, env: DistEnv) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _generator(width: int, blocks: int, n_freq: int) -> Generator:
-    return Generator(GeneratorConfig(n_freq=n_freq, base_width=width, residual_blocks=blocks))
+def _generator(width: int, blocks: int, n_freq: int, **options: Any) -> Generator:
+    return Generator(GeneratorConfig(n_freq=n_freq, base_width=width, residual_blocks=blocks,
+                                     **options))
 
 
 def target_fingerprint(target_dir: Path) -> dict[str, Any]:
@@ -178,13 +184,22 @@ def target_fingerprint(target_dir: Path) -> dict[str, Any]:
             "classes": config.get("labels", {}).get("classes")}
 
 
+def privacy_ramp(config: ObfuscatorTrainConfig, epochs_done: float) -> float:
+    """lambda_p after ``epochs_done`` epochs: a linear ramp from 0 over ``privacy_warmup``
+    epochs, then ``config.lambda_p``."""
+    if not config.privacy_warmup:
+        return config.lambda_p
+    return config.lambda_p * min(1.0, epochs_done / config.privacy_warmup)
+
+
 @torch.no_grad()
 def validate(obfuscator: Generator, deobfuscator: Deobfuscator, target: Classifier,
              store: FeatureStore, env: DistEnv, device: torch.device,
-             hard_targets: bool = False) -> dict[str, float]:
+             hard_targets: bool = False,
+             templates: ClassTemplates | None = None) -> dict[str, float]:
     """Validation losses and agreement on whole utterances (this rank's share, summed)."""
     obfuscator.eval()
-    sums = [0.0] * 7  # L_a, L_t, L_p, seg agree, n seg, utt agree, n utt
+    sums = [0.0] * 8  # L_a, L_t, L_p, seg agree, n seg, utt agree, n utt, L_c
     segs_cfg = target.segments
     for i in range(env.rank, len(store), env.world_size):
         x = store.features(i).to(device)[None]  # (1, F, T)
@@ -200,30 +215,36 @@ def validate(obfuscator: Generator, deobfuscator: Deobfuscator, target: Classifi
         index = torch.zeros(len(lengths), dtype=torch.long, device=device)
         same = vote(t_obf.cpu(), index.cpu(), 1) == vote(t_orig.cpu(), index.cpu(), 1)
         n = len(lengths)
+        l_c = (templates.loss(obf, t_orig.argmax(dim=1)) if templates is not None
+               else torch.zeros(()))
         sums = [a + b for a, b in zip(sums, [float(l_a), float(l_t) * n, float(l_p),
                                              float(agreement(t_obf, t_orig)) * n, n,
-                                             float(same[0]), 1.0], strict=True)]
+                                             float(same[0]), 1.0, float(l_c) * n], strict=True)]
     sums = all_sum(sums, env, device)
     obfuscator.train()
     n_utt = max(sums[6], 1.0)
     return {"L_a": sums[0] / n_utt, "L_t": sums[1] / max(sums[4], 1.0), "L_p": sums[2] / n_utt,
             "segment_agreement": sums[3] / max(sums[4], 1.0), "utterance_agreement":
-            sums[5] / n_utt}
+            sums[5] / n_utt, "L_c": sums[7] / max(sums[4], 1.0)}
 
 
 def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
                      optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                      adversary: Deobfuscator, target: nn.Module,
-                     config: ObfuscatorTrainConfig) -> dict[str, float]:
+                     config: ObfuscatorTrainConfig, lambda_p: float | None = None,
+                     templates: ClassTemplates | None = None) -> dict[str, float]:
     """One training step: K deobfuscator updates, then one obfuscator update.
 
     Args:
         x: (B, F, L) crops; lengths: (B,) valid frames.
         obfuscator: F_sigma (or its DDP wrapper); target: T, frozen by ``freeze_target``.
+        lambda_p: the privacy weight now (default ``config.lambda_p``); it also scales
+            ``config.contraction * L_c`` when ``templates`` are given.
 
     Returns:
-        {"L_a", "L_t", "L_p", "agreement", "objective"} of this step.
+        {"L_a", "L_t", "L_p", "L_c", "agreement", "objective"} of this step.
     """
+    lambda_p = config.lambda_p if lambda_p is None else lambda_p
     use_amp = scaler.is_enabled()
     device_type = x.device.type
     with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
@@ -236,7 +257,11 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
         t_obf = target(x_obf, lengths)
         l_t = target_loss(t_obf.float(), t_orig.float(), hard=config.hard_targets)
         l_p = adversary.privacy_loss(x, x_obf)
-        loss = obfuscator_objective(l_t, l_p, config.lambda_t, config.lambda_p)
+        loss = obfuscator_objective(l_t, l_p, config.lambda_t, lambda_p)
+        classes = t_orig.argmax(dim=1)
+        l_c = templates.loss(x_obf, classes) if templates is not None else torch.zeros(())
+        if templates is not None:
+            loss = loss + lambda_p * config.contraction * l_c
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(f"obfuscator objective became {float(loss)}; lower --lr")
     optimizer.zero_grad(set_to_none=True)
@@ -246,8 +271,17 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
     torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return {"L_a": float(l_a), "L_t": l_t.item(), "L_p": l_p.item(),
+    if templates is not None:
+        templates.update(x_obf, classes)
+    return {"L_a": float(l_a), "L_t": l_t.item(), "L_p": l_p.item(), "L_c": float(l_c),
             "agreement": float(agreement(t_obf.detach(), t_orig)), "objective": loss.item()}
+
+
+TRAIN_METRICS = ("L_a", "L_t", "L_p", "L_c", "agreement")
+
+
+def _zero_sums() -> dict[str, float]:
+    return dict.fromkeys((*TRAIN_METRICS, "n"), 0.0)
 
 
 def _select(history: list[dict[str, Any]], min_agreement: float) -> tuple[int, bool]:
@@ -337,8 +371,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     train_store = FeatureStore(train, cache, progress=False)
     valid_store = FeatureStore(valid, cache, progress=False)
 
-    obf_net = _generator(config.obfuscator_width, config.obfuscator_blocks,
-                         features.n_freq).to(device)
+    obf_net = _generator(config.obfuscator_width, config.obfuscator_blocks, features.n_freq,
+                         residual=config.obfuscator_residual).to(device)
     deobf_net = _generator(config.deobfuscator_width, config.deobfuscator_blocks,
                            features.n_freq).to(device)
     if config.privacy_layer > deobf_net.num_stages:
@@ -371,7 +405,9 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     dataset = RandomCropDataset(train_store, zeros, segments)
     steps = math.ceil((draws // env.world_size) / config.batch_size)
 
-    progress_state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": [0.0] * 5,
+    templates = (ClassTemplates(len(target.encoder), features.n_freq, config.template_momentum,
+                                device) if config.contraction else None)
+    progress_state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": _zero_sums(),
                                       "seconds": 0.0, "history": [], "finished": False}
     if state is not None:
         load_module_state(obf_net, state["obfuscator"], state_dir)
@@ -382,6 +418,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
             obf_scaler.load_state_dict(state["obfuscator_scaler"])
             deobf_scaler.load_state_dict(state["deobfuscator_scaler"])
         torch.set_rng_state(state["rng"])
+        if templates is not None:
+            templates.load_state_dict(state["templates"])
         progress_state = state["progress"]
         _log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, step "
              f"{progress_state['step']}/{steps}", env)
@@ -395,6 +433,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
                 "obfuscator_scaler": obf_scaler.state_dict() if use_amp else {},
                 "deobfuscator_scaler": deobf_scaler.state_dict() if use_amp else {},
                 "rng": torch.get_rng_state(), "progress": progress_state,
+                **({"templates": templates.state_dict()} if templates is not None else {}),
             })
         barrier(env)
 
@@ -415,16 +454,18 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         tick = time.perf_counter()
         for x, lengths, _ in bar:
+            done = epoch + progress_state["step"] / steps  # epochs of training so far
             metrics = adversarial_step(x.to(device), lengths.to(device), obf_train, obf_opt,
-                                       obf_scaler, adversary, target.model, config)
+                                       obf_scaler, adversary, target.model, config,
+                                       lambda_p=privacy_ramp(config, done),
+                                       templates=templates)
             n = len(x)
             sums = progress_state["sums"]
-            for k, key in enumerate(("L_a", "L_t", "L_p", "agreement")):
-                sums[k] += metrics[key] * n
-            sums[4] += n
+            for key in TRAIN_METRICS:
+                sums[key] += metrics[key] * n
+            sums["n"] += n
             progress_state["step"] += 1
-            bar.set_postfix(L_a=f"{sums[0] / sums[4]:.3f}", L_t=f"{sums[1] / sums[4]:.3f}",
-                            L_p=f"{sums[2] / sums[4]:.3f}", agree=f"{sums[3] / sums[4]:.3f}")
+            bar.set_postfix({k: f"{sums[k] / sums['n']:.3f}" for k in TRAIN_METRICS})
             if progress_state["step"] % config.checkpoint_every == 0 and \
                     progress_state["step"] < steps:
                 now = time.perf_counter()
@@ -434,19 +475,22 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         bar.close()
         progress_state["seconds"] += time.perf_counter() - tick
 
-        sums = all_sum(progress_state["sums"], env, device)
-        val = validate(obf_net, adversary, target, valid_store, env, device, config.hard_targets)
-        seen = max(sums[4], 1.0)
-        row = {"epoch": epoch + 1, "train_L_a": sums[0] / seen, "train_L_t": sums[1] / seen,
-               "train_L_p": sums[2] / seen, "train_agreement": sums[3] / seen,
+        keys = [*TRAIN_METRICS, "n"]
+        sums = dict(zip(keys, all_sum([progress_state["sums"][k] for k in keys], env, device),
+                        strict=True))
+        val = validate(obf_net, adversary, target, valid_store, env, device, config.hard_targets,
+                       templates=templates)
+        seen = max(sums["n"], 1.0)
+        row = {"epoch": epoch + 1, **{f"train_{k}": sums[k] / seen for k in TRAIN_METRICS},
                **{f"valid_{k}": v for k, v in val.items()},
-               "seconds": progress_state["seconds"],
-               "train_segments_per_s": sums[4] / max(progress_state["seconds"], 1e-9)}
+               "seconds": progress_state["seconds"], "lambda_p": privacy_ramp(config, epoch + 1),
+               "train_segments_per_s": sums["n"] / max(progress_state["seconds"], 1e-9)}
         progress_state["history"].append(row)
         if env.is_main:
             write_metrics(out_dir / "metrics.csv", progress_state["history"])
         _log(f"epoch {epoch + 1}: train L_a {row['train_L_a']:.4f} L_t {row['train_L_t']:.4f} "
-             f"L_p {row['train_L_p']:.4f} agree {row['train_agreement']:.3f} | valid L_a "
+             f"L_p {row['train_L_p']:.4f} L_c {row['train_L_c']:.4f} agree "
+             f"{row['train_agreement']:.3f} | valid L_a "
              f"{val['L_a']:.4f} L_t {val['L_t']:.4f} L_p {val['L_p']:.4f} agree "
              f"{val['segment_agreement']:.3f} (utt {val['utterance_agreement']:.3f}) | "
              f"{row['train_segments_per_s']:.1f} seg/s", env)
@@ -464,7 +508,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
             save_checkpoint(out_dir / "deobfuscator", deobf_net.state_dict(), {
                 "kind": DEOBFUSCATOR_KIND, "architecture": deobf_net.config.to_dict(),
                 "parameters": deobf_net.num_parameters(), **base})
-        progress_state.update(epoch=epoch + 1, step=0, sums=[0.0] * 5, seconds=0.0)
+        progress_state.update(epoch=epoch + 1, step=0, sums=_zero_sums(), seconds=0.0)
         snapshot()
 
     history = progress_state["history"]

@@ -1,17 +1,26 @@
-"""Training and loading the x-vector extractor (the speaker-verification attacker).
+"""Training and loading the x-vector TDNN: the speaker-verification extractor, and an attacker.
 
-``train_xvector`` fits the TDNN of :mod:`optin.models.xvector` as a speaker classifier on the
-manifest's ``train`` split only: random fixed-length crops (``RandomCropDataset``), drawn
-speaker-balanced (``BalancedSampler``), AdamW, gradient clipping, cross-entropy over the
-training speakers, a plateau learning-rate schedule on the validation EER.
+``train_xvector`` fits the TDNN of :mod:`optin.models.xvector` as a classifier of
+``config.attribute`` (the speakers by default) on the manifest's ``train`` split only: random
+fixed-length crops (``RandomCropDataset``), drawn class-balanced (``BalancedSampler``), AdamW,
+gradient clipping, cross-entropy over the training classes, a plateau learning-rate schedule on
+the validation score.
 
-Validation: the manifest's ``valid`` split when it holds at least two speakers with two
-utterances each (open-set speakers are fine: it is scored by verification); otherwise a share
-of each training speaker's rows. After every epoch the whole validation utterances are embedded
-and scored by cosine on all (or up to ``max_trials``) pairs. **Selection rule**: the epoch with
-the lowest validation EER; on a tie, the one whose validation loss is lower by at least 1e-3
-(the loss exists only when every validation speaker was seen in training; otherwise the
-earlier epoch is kept). ``metrics.csv`` holds one row per epoch.
+Two selection rules (``config.selection``):
+
+* ``eer`` (the speaker-verification extractor): validation is the manifest's ``valid`` split
+  when it holds at least two speakers with two utterances each (open-set speakers are fine: it
+  is scored by verification); otherwise a share of each training speaker's rows. After every
+  epoch the whole validation utterances are embedded and scored by cosine on all (or up to
+  ``max_trials``) pairs. The epoch with the lowest validation EER wins; on a tie, the one whose
+  validation loss is lower by at least 1e-3 (the loss exists only when every validation speaker
+  was seen in training; otherwise the earlier epoch is kept).
+* ``accuracy`` (an attribute attacker of the x-vector family, any closed-set ``attribute``):
+  validation is the ``valid`` split's rows whose class was seen in training (else a stratified
+  share of the training rows); the epoch with the highest utterance accuracy of the softmax
+  head on whole utterances wins; on a tie, validation loss lower by at least 1e-3.
+
+``metrics.csv`` holds one row per epoch.
 
 The run folder holds ``run.json`` (the settings; a different run there is refused),
 ``train_state/`` saved at every epoch end (rerunning resumes at the next epoch, or returns at
@@ -70,8 +79,12 @@ from optin.training.runs import (
 KIND = "xvector"
 SPEAKER_COLUMN = "speaker"
 LOSS_MIN_DELTA = 1e-3
-SELECTION = ("lowest validation EER; on a tie, validation loss lower by at least "
-             f"{LOSS_MIN_DELTA} (closed-set validation only), else the earlier epoch")
+SELECTIONS = {
+    "eer": ("lowest validation EER; on a tie, validation loss lower by at least "
+            f"{LOSS_MIN_DELTA} (closed-set validation only), else the earlier epoch"),
+    "accuracy": ("highest validation utterance accuracy; on a tie, validation loss lower by at "
+                 f"least {LOSS_MIN_DELTA}"),
+}
 
 
 @dataclass
@@ -83,6 +96,8 @@ class XVectorTrainConfig:
     validation trial list.
     """
 
+    attribute: str = SPEAKER_COLUMN
+    selection: str = "eer"
     epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
@@ -109,6 +124,12 @@ class XVectorTrainConfig:
         for name in ("epochs", "batch_size", "segment_length", "patience", "max_trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not "
+                             f"'{self.selection}'")
+        if self.selection == "eer" and self.attribute != SPEAKER_COLUMN:
+            raise ValueError(f"selection 'eer' scores speaker verification; a classifier of "
+                             f"'{self.attribute}' needs selection 'accuracy'")
 
     @property
     def segments(self) -> SegmentConfig:
@@ -120,7 +141,7 @@ class XVectorTrainConfig:
         return FeatureConfig.from_dict(self.features)
 
     def architecture(self, n_speakers: int) -> XVectorConfig:
-        """The model these settings build for ``n_speakers`` training speakers."""
+        """The model these settings build for ``n_speakers`` training classes (speakers)."""
         features = self.feature_config
         return XVectorConfig(
             n_speakers=n_speakers, n_freq=features.n_freq, sample_rate=features.sample_rate,
@@ -155,15 +176,17 @@ def preset_config(preset: str = "quick", **overrides: Any) -> XVectorTrainConfig
 
 # ---------------------------------------------------------------------- the trained model
 class XVectorExtractor:
-    """A trained x-vector network with its speaker names and feature settings."""
+    """A trained x-vector network with its class names (the training speakers, or the classes
+    of ``attribute``) and feature settings."""
 
     def __init__(self, model: XVector, speakers: tuple[str, ...], features: FeatureConfig,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, attribute: str = SPEAKER_COLUMN) -> None:
         if len(speakers) != model.config.n_speakers:
-            raise ValueError(f"{len(speakers)} speaker names for a model with "
+            raise ValueError(f"{len(speakers)} class names for a model with "
                              f"{model.config.n_speakers} outputs")
         self.model = model
         self.speakers = tuple(speakers)
+        self.attribute = attribute
         self.features = features
         self.config = config or {}
 
@@ -184,6 +207,7 @@ class XVectorExtractor:
         try:
             arch = XVectorConfig.from_dict(config["architecture"])
             speakers = tuple(config["labels"]["classes"])
+            attribute = str(config["labels"].get("attribute", SPEAKER_COLUMN))
             feats = FeatureConfig.from_dict(config["features"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{directory / 'config.json'}: bad or missing field ({err})"
@@ -197,7 +221,7 @@ class XVectorExtractor:
         model = XVector(arch)
         load_module_state(model, state, directory)
         model.to(device).eval()
-        return cls(model, speakers, feats, config)
+        return cls(model, speakers, feats, config, attribute)
 
     def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the checkpoint folder (kind, architecture, features, speaker names, weights);
@@ -207,7 +231,7 @@ class XVectorExtractor:
             "architecture": self.model.config.to_dict(),
             "parameters": self.model.num_parameters(),
             "features": self.features.to_dict(),
-            "labels": {"attribute": SPEAKER_COLUMN, "classes": list(self.speakers)},
+            "labels": {"attribute": self.attribute, "classes": list(self.speakers)},
             **(extra or {}),
         })
 
@@ -262,9 +286,23 @@ class XVectorExtractor:
 
     @torch.no_grad()
     def classify(self, embeddings: Tensor) -> Tensor:
-        """(N, E) x-vectors -> (N, K) logits over the training speakers."""
+        """(N, E) x-vectors -> (N, K) logits over the training classes."""
         self.model.eval()
         return self.model.classify(embeddings.to(self.device)).float().cpu()
+
+    def score_classes(self, embeddings: Tensor, labels: Sequence[str]) -> dict[str, Any]:
+        """Closed-set utterance accuracy and loss of the softmax head on N x-vectors (N, E)
+        with their N class names; names the model never saw are an error."""
+        known = {c: k for k, c in enumerate(self.speakers)}
+        unseen = sorted(set(labels) - set(known))
+        if unseen:
+            raise ManifestError(f"'{self.attribute}' value(s) {', '.join(unseen[:8])} were not "
+                                "in the training data of this x-vector classifier")
+        target = torch.tensor([known[c] for c in labels])
+        logits = self.classify(embeddings)
+        return {"utterance_accuracy": float((logits.argmax(1) == target).float().mean()),
+                "loss": float(F.cross_entropy(logits, target)), "utterances": len(labels),
+                "predictions": [self.speakers[int(k)] for k in logits.argmax(1)]}
 
 
 def embed_split(
@@ -309,12 +347,9 @@ def score_embeddings(extractor: XVectorExtractor, embeddings: Tensor, speakers: 
         "trials": int(target.numel()), "target_trials": int(target.sum()),
         "utterances": len(speakers), "speaker_accuracy": None, "loss": None,
     }
-    known = {s: k for k, s in enumerate(extractor.speakers)}
-    if all(s in known for s in speakers):
-        labels = torch.tensor([known[s] for s in speakers])
-        logits = extractor.classify(embeddings)
-        result["speaker_accuracy"] = float((logits.argmax(1) == labels).float().mean())
-        result["loss"] = float(F.cross_entropy(logits, labels))
+    if extractor.attribute == SPEAKER_COLUMN and set(speakers) <= set(extractor.speakers):
+        closed = extractor.score_classes(embeddings, speakers)
+        result["speaker_accuracy"], result["loss"] = closed["utterance_accuracy"], closed["loss"]
     return result
 
 
@@ -339,6 +374,31 @@ def evaluate_xvector(
     return result
 
 
+def evaluate_xvector_classifier(
+    model_dir: str | os.PathLike,
+    manifest: Manifest | str | os.PathLike,
+    split: str = "test",
+    transform: Callable[[Tensor], Tensor] | None = None,
+    cache_root: str | os.PathLike | None = None,
+    extractor: XVectorExtractor | None = None,
+) -> dict[str, Any]:
+    """Closed-set utterance accuracy of an x-vector classifier of its attribute on one split,
+    optionally on transformed (protected) input: {"utterance_accuracy", "loss", "utterances",
+    "predictions", "ids", "attribute", "split", "model"}."""
+    ext = extractor or XVectorExtractor.load(model_dir)
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.read(manifest)
+    manifest.require_column(ext.attribute)
+    cache = (FeatureCache(cache_root, ext.features) if cache_root is not None
+             else FeatureCache.for_manifest(manifest, ext.features))
+    store = FeatureStore(manifest.split(split), cache, progress=False)
+    emb = ext.embed_store(store, transform=transform)
+    result = ext.score_classes(emb, store.manifest.column(ext.attribute))
+    result.update(ids=store.manifest.column("id"), attribute=ext.attribute, split=split,
+                  model=str(model_dir))
+    return result
+
+
 # ---------------------------------------------------------------------- training
 def _usable_for_trials(speakers: Sequence[str]) -> bool:
     """Whether the utterances give both target and non-target trials."""
@@ -348,6 +408,15 @@ def _usable_for_trials(speakers: Sequence[str]) -> bool:
 def _select_validation(manifest: Manifest, train: Manifest, cfg: XVectorTrainConfig
                        ) -> tuple[Manifest, str]:
     """The validation rows, and a note on where they came from (never the test split)."""
+    if cfg.selection == "accuracy":
+        known = set(train.column(cfg.attribute))
+        if "split" in manifest.columns:
+            valid = manifest.where(split="valid").filter(lambda r: r[cfg.attribute] in known)
+            if len({r[cfg.attribute] for r in valid.rows}) >= 2:
+                return valid, "manifest valid split (classes seen in training)"
+        return hold_out_share(train, cfg.attribute, cfg.valid_fraction, cfg.seed), (
+            f"{cfg.valid_fraction:.0%} of the training rows per class (the manifest's valid "
+            f"split has no usable '{cfg.attribute}' classes)")
     if "split" in manifest.columns:
         valid = manifest.where(split="valid")
         if len(valid) and _usable_for_trials(valid.column(SPEAKER_COLUMN)):
@@ -387,12 +456,13 @@ def train_xvector(
     out_dir = Path(out)
     if not isinstance(manifest, Manifest):
         manifest = Manifest.read(manifest)
-    manifest.require_column(SPEAKER_COLUMN)
+    manifest.require_column(config.attribute)
     train = manifest.split("train")
     valid, valid_note = _select_validation(manifest, train, config)
     held_out = set(valid.column("id"))
     train = train.filter(lambda r: r["id"] not in held_out)
-    encoder = LabelEncoder.fit(train, SPEAKER_COLUMN)
+    encoder = LabelEncoder.fit(train, config.attribute)
+    by_accuracy = config.selection == "accuracy"
 
     run = open_run(out_dir, config.run_settings(), manifest, data_note)
     if run.finished is not None:
@@ -402,8 +472,10 @@ def train_xvector(
         config, manifest, train, valid, cache_root, transform, progress)
     features = config.feature_config
     train_labels = encoder.encode_all(train_store.manifest)
-    valid_speakers = valid_store.manifest.column(SPEAKER_COLUMN)
-    valid_trials = make_trials(valid_speakers, max_trials=config.max_trials, seed=config.seed)
+    valid_labels = valid_store.manifest.column(config.attribute)
+    valid_trials = None if by_accuracy else make_trials(valid_labels,
+                                                        max_trials=config.max_trials,
+                                                        seed=config.seed)
 
     arch = config.architecture(len(encoder))
     model = XVector(arch).to(device)
@@ -420,11 +492,13 @@ def train_xvector(
         progress_state = opt.restore(run.state, run.state_dir)
         log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}")
 
-    log(f"training x-vector extractor ({len(encoder)} speakers, {len(train_store)} train / "
-        f"{len(valid_store)} valid utterances; validation: {valid_note}; "
-        f"{int(valid_trials[2].numel())} valid trials) on {device}, "
-        f"{model.num_parameters():,} parameters")
-    extractor = XVectorExtractor(model, encoder.classes, features)
+    scored_by = (f"{int(valid_trials[2].numel())} valid trials" if valid_trials is not None
+                 else "valid utterance accuracy")
+    log(f"training x-vector {'classifier' if by_accuracy else 'extractor'} of "
+        f"'{config.attribute}' ({len(encoder)} classes, {len(train_store)} train / "
+        f"{len(valid_store)} valid utterances; validation: {valid_note}; {scored_by}) on "
+        f"{device}, {model.num_parameters():,} parameters")
+    extractor = XVectorExtractor(model, encoder.classes, features, attribute=config.attribute)
     while progress_state["epoch"] < config.epochs:
         epoch = progress_state["epoch"]
         loader = crops.loader(epoch, config.workers)
@@ -446,7 +520,12 @@ def train_xvector(
         seconds = time.perf_counter() - tick
 
         emb = extractor.embed_store(valid_store)
-        scores = score_embeddings(extractor, emb, valid_speakers, trials=valid_trials)
+        if by_accuracy:
+            closed = extractor.score_classes(emb, valid_labels)
+            scores = {"eer": None, "min_dcf": None, "loss": closed["loss"],
+                      "speaker_accuracy": closed["utterance_accuracy"]}
+        else:
+            scores = score_embeddings(extractor, emb, valid_labels, trials=valid_trials)
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -463,26 +542,31 @@ def train_xvector(
         write_metrics(out_dir / "metrics.csv", progress_state["history"])
         accuracy = scores["speaker_accuracy"]
         log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
-            f"{row['train_accuracy']:.3f} | valid EER {scores['eer']:.3f} minDCF "
-            f"{scores['min_dcf']:.3f}"
-            + (f" speaker acc {accuracy:.3f}" if accuracy is not None else "")
+            f"{row['train_accuracy']:.3f} | valid "
+            + ("" if by_accuracy else f"EER {scores['eer']:.3f} minDCF {scores['min_dcf']:.3f} ")
+            + (f"{config.attribute} acc {accuracy:.3f}" if accuracy is not None else "")
             + f" | {row['train_segments_per_s']:.0f} seg/s")
 
         best = progress_state["best"]
         loss_now = scores["loss"] if scores["loss"] is not None else math.inf
-        improved = (scores["eer"] < best["eer"]
-                    or (scores["eer"] == best["eer"] and loss_now < best["loss"] - LOSS_MIN_DELTA))
+        # one "lower is better" number per rule: the EER, or the error rate 1 - accuracy
+        error = 1.0 - accuracy if by_accuracy else scores["eer"]
+        improved = (error < best["eer"]
+                    or (error == best["eer"] and loss_now < best["loss"] - LOSS_MIN_DELTA))
         if improved:
-            progress_state["best"] = {"eer": scores["eer"], "loss": loss_now, "epoch": epoch + 1}
-            progress_state["bad_epochs"] = 0
             _save_extractor(out_dir, model, encoder, features, config, manifest,
                             {"valid": scores, "best_epoch": epoch + 1}, data_note)
-        else:
-            progress_state["bad_epochs"] += 1
-        opt.scheduler.step(scores["eer"])
+        # patience counts epochs without a lower error (a lower loss alone selects, but does
+        # not keep a run going: at 0 % error it would never stop)
+        progress_state["bad_epochs"] = (0 if error < best["eer"]
+                                        else progress_state["bad_epochs"] + 1)
+        if improved:
+            progress_state["best"] = {"eer": error, "loss": loss_now, "epoch": epoch + 1}
+        opt.scheduler.step(error)
         progress_state["epoch"] = epoch + 1
         if progress_state["bad_epochs"] >= config.patience:
-            progress_state["stop"] = f"early stop: no improvement for {config.patience} epochs"
+            progress_state["stop"] = (f"early stop: validation score not better for "
+                                      f"{config.patience} epochs")
             progress_state["epoch"] = config.epochs
         opt.save(run.state_dir, progress_state)
 
@@ -491,22 +575,24 @@ def train_xvector(
         "epochs_run": len(history),
         "best_epoch": progress_state["best"]["epoch"],
         "stopped": progress_state["stop"],
-        "selection": SELECTION,
+        "selection": SELECTIONS[config.selection],
         "validation": valid_note,
         "seconds": sum(h["seconds"] for h in history),
         "train_segments_per_s": sum(h["train_segments_per_s"] for h in history) / len(history),
     })
     progress_state["finished"] = True
     save_state(run.state_dir, {"progress": progress_state})
-    log(f"selected epoch {final['training']['best_epoch']} (valid EER "
-        f"{progress_state['best']['eer']:.3f}); {progress_state['stop']}; saved to {out_dir}")
+    log(f"selected epoch {final['training']['best_epoch']} (valid "
+        f"{'error rate' if by_accuracy else 'EER'} {progress_state['best']['eer']:.3f}); "
+        f"{progress_state['stop']}; saved to {out_dir}")
     return final
 
 
 def _save_extractor(out_dir: Path, model: XVector, encoder: LabelEncoder,
                     features: FeatureConfig, config: XVectorTrainConfig, manifest: Manifest,
                     metrics: dict[str, Any], data_note: dict[str, Any] | None) -> None:
-    XVectorExtractor(model, encoder.classes, features).save(out_dir, extra={
+    extractor = XVectorExtractor(model, encoder.classes, features, attribute=encoder.attribute)
+    extractor.save(out_dir, extra={
         "segments": config.segments.to_dict(),
         "provenance": provenance(config.run_settings(), config.seed, manifest, data_note),
         "metrics": metrics,
