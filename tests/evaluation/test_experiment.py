@@ -142,7 +142,7 @@ def test_shipped_configs_parse():
     configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
     assert len(configs) == 16
     names = {ExperimentConfig.read(p).name for p in configs}
-    assert len(names) == 13
+    assert len(names) == 16
     for corpus in ("ravdess", "emovdb", "librispeech", "voxceleb2", "builtin"):
         assert f"{corpus}-fig3a" in names and f"{corpus}-fig3b" in names
     assert {"ravdess-fig4", "emovdb-fig4", "builtin-fig4"} <= names
