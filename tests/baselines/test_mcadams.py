@@ -136,7 +136,8 @@ def test_alpha_draws_are_deterministic_per_speaker_or_utterance():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"alpha": 3.0}, "alpha:"),
     ({"alpha_range": (0.9, 0.5)}, "alpha_range: low 0.9 is above high 0.5"),
-    ({"alpha_range": (0.0, 0.5)}, "alpha_range low"),
+    ({"alpha_range": (0.0, 0.5)}, "alpha_range: expected a list of 2 numbers in (0, 2]"),
+    ({"alpha": "x"}, "McAdamsConfig.alpha: expected a number in (0, 2], got 'x'"),
     ({"per": "corpus"}, "per:"),
     ({"lpc_order": -1}, "lpc_order"),
 ])
@@ -238,4 +239,4 @@ def test_cli_anonymizes_files_and_a_manifest(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["anonymize", str(wavs[0]), "--out-dir", str(tmp_path / "z"),
                  "--alpha", "8"]) == 2
-    assert "alpha: McAdams coefficient must be in (0, 2], got 8.0" in capsys.readouterr().err
+    assert "McAdamsConfig.alpha: expected a number in (0, 2], got 8.0" in capsys.readouterr().err

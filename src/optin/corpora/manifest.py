@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optin.errors import OptinError
+from optin.files import atomic_output
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "path", "speaker")
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -100,17 +101,14 @@ class Manifest:
         The file is written atomically (temporary file, then rename).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         new_root = path.parent.resolve()
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, lineterminator="\n")
             writer.writeheader()
             for row in self.rows:
                 out = dict(row)
                 out["path"] = relative_path(self.audio_path(row), new_root)
                 writer.writerow(out)
-        os.replace(tmp, path)
         return path
 
     def validate(self, check_files: bool = True) -> None:

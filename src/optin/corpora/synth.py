@@ -52,6 +52,8 @@ from optin.corpora.espeak import ESpeak, Utterance
 from optin.corpora.importing import ImportReport
 from optin.corpora.manifest import Manifest, ManifestError
 from optin.corpora.splits import assign_split
+from optin.errors import ConfigError
+from optin.files import write_json, write_text
 
 SYNTH_VERSION = 1  # bump when the output of a given configuration changes
 STATE_FILE = ".synth_state.json"
@@ -213,7 +215,7 @@ def plan_speakers(n_speakers: int, seed: int = 0) -> list[Speaker]:
     n_female, n_male = (n_speakers + 1) // 2, n_speakers // 2
     limit = 2 * len(ACCENTS) * min(len(FEMALE_VARIANTS), len(MALE_VARIANTS))
     if not 2 <= n_speakers <= limit:
-        raise ValueError(f"speakers must be between 2 and {limit}, not {n_speakers}")
+        raise ConfigError(f"speakers must be between 2 and {limit}, not {n_speakers}")
     rng = np.random.default_rng(derive_seed(seed, "speakers"))
     by_gender: dict[str, list[Speaker]] = {}
     for gender, pool, count, (lo, hi) in (("female", FEMALE_VARIANTS, n_female, FEMALE_PITCH),
@@ -249,7 +251,7 @@ def plan_clips(n_speakers: int, n_sentences: int, seed: int = 0) -> list[Clip]:
         ValueError: a bad number of speakers or sentences.
     """
     if not 1 <= n_sentences <= len(SENTENCES):
-        raise ValueError(f"sentences must be between 1 and {len(SENTENCES)}, not {n_sentences}")
+        raise ConfigError(f"sentences must be between 1 and {len(SENTENCES)}, not {n_sentences}")
     clips = []
     for spk in plan_speakers(n_speakers, seed):
         for style in EMOTIONS:
@@ -444,7 +446,7 @@ def synthesize_corpus(
     manifest = Manifest(rows=rows, columns=list(rows[0]), root=out.resolve())
     manifest = assign_split(manifest, "same-speakers", seed=seed)
     csv_path = manifest.write(out / MANIFEST_NAME)
-    (out / "README.txt").write_text(_readme(config, clips, durations), encoding="utf-8")
+    write_text(out / "README.txt", _readme(config, clips, durations))
     return ImportReport(manifest=Manifest.read(csv_path), out=csv_path)
 
 
@@ -497,10 +499,7 @@ def _claim_folder(out: Path, config: dict) -> None:
                 "use the same settings to resume, or another folder"
             )
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_name(STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, state_path)
+    write_json(state_path, wanted, sort_keys=True)
 
 
 def _existing_frames(path: Path) -> int:

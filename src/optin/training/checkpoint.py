@@ -3,8 +3,9 @@
 A checkpoint folder holds everything that rebuilds a model: its kind, architecture, feature
 settings, label names, provenance and metrics in ``config.json``, and its tensors (parameters
 and buffers such as batch-norm statistics) in ``model.safetensors``. ``config.json`` also records
-the SHA-256 of the weights file, so a tampered or truncated file is refused. Nothing is ever
-unpickled: tensors come from safetensors, everything else from JSON.
+the SHA-256 of the weights file, so a tampered or truncated file is refused, and weights holding NaN
+or infinite values are refused too. Nothing is ever unpickled: tensors come from safetensors,
+everything else from JSON. Files are written atomically (:mod:`optin.files`).
 
 Training state (optimizer, scheduler, RNG, position in the epoch) is stored the same way under
 ``<run>/train_state/`` by :func:`save_state` / :func:`load_state`: nested dicts and lists go to
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from optin import __version__
 from optin.audio.features import FeatureConfig
 from optin.errors import OptinError
+from optin.files import removed_on_failure, write_bytes, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -60,12 +62,10 @@ def save_checkpoint(
         if key not in config:
             raise ValueError(f"checkpoint config needs '{key}'")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_NAME
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION)})
-    os.replace(tmp, weights)
+    # serialised in memory: a failed write then says why (no space...), naming the file
+    write_bytes(weights, save(tensors, metadata={"format": str(FORMAT_VERSION)}))
     full = {
         "format": FORMAT_VERSION,
         **config,
@@ -129,7 +129,20 @@ def load_checkpoint(
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises SafetensorError and others
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    check_finite(state, weights)
     return config, state
+
+
+def check_finite(state: dict[str, Tensor], where: Path) -> None:
+    """Refuse tensors holding NaN or infinite values, naming the file and the tensor."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{where}: tensor '{name}' holds {bad} NaN or infinite value(s) of "
+                    f"{tensor.numel()}; the model is broken (retrain it or restore the file)"
+                )
 
 
 def check_features(directory: Path, config: dict[str, Any], features: FeatureConfig) -> None:
@@ -166,13 +179,6 @@ def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: 
         raise CheckpointError(f"{where}: weights do not fit the architecture in config.json ("
                               + "; ".join(parts) + ")")
     module.load_state_dict(state, strict=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- training state
@@ -214,11 +220,12 @@ def save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     tensors: dict[str, Tensor] = {}
     structure = _flatten(state, tensors, "s")
-    save_file(tensors, str(tmp / "state.safetensors"))
-    write_json(tmp / "state.json", structure)
+    with removed_on_failure(tmp, directory):
+        tmp.mkdir(parents=True)
+        write_bytes(tmp / "state.safetensors", save(tensors))
+        write_json(tmp / "state.json", structure)
     old = directory.with_name(directory.name + ".old")
     if directory.exists():
         if old.exists():
