@@ -1,8 +1,18 @@
 """The ``optin`` command line: argument parsing only; every command is one call into the API.
 
-Logs and progress go to stderr; results that scripts read go to stdout. Errors about the
-user's input print one line naming the file or field and exit with status 2
-(``OPTIN_DEBUG=1`` shows the traceback instead).
+Logs and progress go to stderr; results that scripts read go to stdout. Exit status:
+
+* 0: done.
+* 2: an error about the user's input, files or settings (:class:`optin.errors.OptinError`) or
+  the file system (``OSError``: no space, no permission...): one line on stderr,
+  ``error: <path or field>: <cause>``. Any other exception is a bug and keeps its traceback;
+  ``OPTIN_DEBUG=1`` shows the traceback for every error.
+* 130: interrupted (Ctrl-C); rerunning the same command resumes.
+* 141: stdout was closed early (``optin data info m.csv | head``): the output stops quietly,
+  as for a program killed by SIGPIPE (128 + 13), which is what shells report for them.
+
+Every command that writes checks its output folder first (:func:`optin.files.prepare_out_dir`),
+so a path under a file, a read-only or special file system fails at once, naming the path.
 """
 
 from __future__ import annotations
@@ -14,12 +24,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from optin import __version__
+from optin.errors import ConfigError, OptinError
+from optin.files import prepare_out_dir, prepare_out_file
 
 
 def _data_import(args: argparse.Namespace) -> int:
     from optin.corpora.registry import import_corpus
 
     columns = dict(_pair(item) for item in args.map or [])
+    prepare_out_file(args.out)
     report = import_corpus(
         args.corpus, args.src, args.out, on_error=args.on_error, seed=args.seed,
         columns=columns or None, audio_root=args.audio_root, protocol=args.protocol,
@@ -34,6 +47,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
     kwargs = {k: v for k, v in (("speakers", args.speakers), ("sentences", args.sentences))
               if v is not None}
+    prepare_out_dir(args.out, "output folder")
     report = synthesize_corpus(args.out, seed=args.seed, quick=args.quick,
                                progress=not args.quiet, workers=args.workers, **kwargs)
     print(report.summary())
@@ -48,7 +62,7 @@ def _data_split(args: argparse.Namespace) -> int:
         manifest, args.protocol, test_fraction=args.test_fraction,
         valid_fraction=args.valid_fraction, seed=args.seed, keep_test=args.keep_test,
     )
-    out = result.write(args.out or args.manifest)
+    out = result.write(prepare_out_file(args.out) if args.out else args.manifest)
     for name, info in split_summary(result).items():
         print(f"{name}: {info['rows']} utterances, {info['speakers']} speakers")
     print(f"written to {out}")
@@ -101,6 +115,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
         amp=None if args.amp is None else args.amp == "on",
         checkpoint_every=args.checkpoint_every,
     )
+    prepare_out_dir(args.out, "--out")
     final = train_classifier(args.manifest, config, args.out, progress=not args.quiet,
                              cache_root=args.cache_dir)
     valid = final["metrics"]["valid"]
@@ -126,6 +141,7 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
         amp=None if args.amp is None else args.amp == "on",
         checkpoint_every=args.checkpoint_every,
     )
+    prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
                      cache_root=args.cache_dir)
     return 0
@@ -134,6 +150,7 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
 def _obfuscate(args: argparse.Namespace) -> int:
     from optin.privacy.corpus import obfuscate_inputs
 
+    prepare_out_dir(args.out_dir)
     report = obfuscate_inputs(args.model, args.inputs, args.out_dir, progress=not args.quiet,
                               griffin_lim_iters=args.griffin_lim_iters,
                               on_error=args.on_error)
@@ -150,6 +167,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         alpha_range=tuple(args.alpha_range) if args.alpha_range else None,
         per=args.per, seed=args.seed, lpc_order=args.lpc_order,
     )
+    prepare_out_dir(args.out_dir)
     report = anonymize_inputs(args.inputs, args.out_dir, config, method=args.method,
                               progress=not args.quiet, on_error=args.on_error,
                               workers=args.workers)
@@ -199,6 +217,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from optin.evaluation.experiment import load_experiments, run_experiment
 
     configs = load_experiments(args.configs)
+    prepare_out_dir(args.out, "--out")
     for config in configs:
         run_experiment(config, args.out, data_root=args.data_root, progress=not args.quiet,
                        report=False)
@@ -212,7 +231,7 @@ def _experiment(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from optin.evaluation.report import build_report
 
-    out = args.out or args.dirs[0]
+    out = prepare_out_dir(args.out or args.dirs[0], "--out")
     print(f"report: {build_report(args.dirs, out)}")
     return 0
 
@@ -220,6 +239,8 @@ def _report(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from optin.deploy.streaming import stream_command
 
+    if args.output != "-":
+        prepare_out_file(args.output, "--output")
     stream_command(args.model, source=args.input, output=args.output, chunk_ms=args.chunk_ms,
                    rate=args.rate, window_ms=args.window_ms, phase=args.phase,
                    seconds=args.seconds)
@@ -232,7 +253,8 @@ def _export(args: argparse.Namespace) -> int:
     from optin.deploy.export import export_onnx
 
     if (args.check_target is None) != (args.manifest is None):
-        raise ValueError("--check-target and --manifest go together")
+        raise ConfigError("--check-target and --manifest go together")
+    prepare_out_file(args.out)
     report = export_onnx(args.model, args.out, int8=args.int8, calibration=args.calibration,
                          include_frontend=not args.features_only, int8_layers=args.int8_layers)
     result: dict = {"export": report.to_dict()}
@@ -273,6 +295,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from optin.demo import run_demo
 
+    prepare_out_dir(args.out, "--out")
     run_demo(args.out, progress=not args.quiet)
     return 0
 
@@ -510,27 +533,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``optin`` program."""
-    from optin.audio.io import AudioError
-    from optin.corpora.espeak import ESpeakError
-    from optin.corpora.manifest import ManifestError
-    from optin.evaluation.experiment import ExperimentError
-    from optin.training.checkpoint import CheckpointError
+def error_line(err: OptinError | OSError) -> str:
+    """One line for an error: the message, or for an OSError the file(s) and the cause."""
+    if isinstance(err, OSError) and not isinstance(err, OptinError):
+        cause = err.strerror or str(err) or type(err).__name__
+        names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+        text = f"{' -> '.join(names)}: {cause}" if names else cause
+    else:
+        text = str(err) or type(err).__name__
+    return "error: " + " ".join(text.split())
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optin`` program (exit statuses in the module docstring)."""
     args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get("OPTIN_DEBUG"))
     try:
-        return args.func(args)
-    except (ManifestError, AudioError, CheckpointError, ESpeakError, ExperimentError,
-            FileNotFoundError,
-            FileExistsError, ValueError) as err:
-        if os.environ.get("OPTIN_DEBUG"):
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except (OptinError, OSError) as err:
+        if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not fail on the closed pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a test harness
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
-from tests.conftest import voiced
+from tests.conftest import voiced, write_tiny_corpus
 
 from optin.audio.io import AudioError, load_audio
 from optin.baselines.anonymize import anonymize_inputs, anonymize_manifest
@@ -147,23 +147,6 @@ def test_bad_config_is_named(kwargs, message):
     assert message in str(info.value)
     with pytest.raises(ValueError, match="unknown field"):
         McAdamsConfig.from_dict({"alpha": 0.8, "beta": 1})
-
-
-def write_tiny_corpus(root, broken: bool = False):
-    """Four short utterances of two speakers (plus one empty file when ``broken``)."""
-    rows = []
-    for i in range(4):
-        speaker = f"spk{i % 2}"
-        path = root / "wav" / f"utt {i}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, voiced(seconds=0.3, f0=120 + 40 * i, seed=i), SR, subtype="PCM_16")
-        rows.append({"id": f"utt {i}", "path": f"wav/utt {i}.wav", "speaker": speaker,
-                     "gender": ["female", "male"][i % 2], "split": ["train", "test"][i // 2]})
-    if broken:
-        (root / "wav" / "empty.wav").write_bytes(b"")
-        rows.append({"id": "empty", "path": "wav/empty.wav", "speaker": "spk0",
-                     "gender": "female", "split": "test"})
-    return Manifest(rows=rows, root=root).write(root / "manifest.csv")
 
 
 def test_manifest_job_writes_a_copy_resumes_and_reports_failures(tmp_path):
