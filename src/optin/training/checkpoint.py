@@ -28,11 +28,16 @@ from torch import Tensor
 
 from optin import __version__
 from optin.audio.features import FeatureConfig
-from optin.errors import OptinError
+from optin.errors import ConfigError, OptinError
 from optin.files import removed_on_failure, write_bytes, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# {field: SHA-256 of its canonical JSON} for every other field of config.json (see seal_config)
+CONFIG_HASHES = "config_sha256"
+# fields a loader reads and their JSON types, checked in every checkpoint (even unsealed ones)
+CONFIG_TYPES: dict[str, type] = {"kind": str, "architecture": dict, "features": dict,
+                                 "labels": dict, "segments": dict, "weights_sha256": str}
 FORMAT_VERSION = 1
 
 
@@ -73,12 +78,13 @@ def save_checkpoint(
         "created": config.get("created") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weights_sha256": sha256_file(weights),
     }
-    write_json(directory / CONFIG_NAME, full)
+    write_config(directory, full)
     return directory
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint folder."""
+    """The parsed and checked ``config.json`` of a checkpoint folder (see
+    :func:`check_config`)."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not directory.is_dir():
@@ -86,9 +92,66 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a checkpoint folder)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    check_config(path, config)
+    return config
+
+
+def field_digest(value: Any) -> str:
+    """SHA-256 of a JSON value in canonical form (sorted keys, no spaces)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def seal_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``config_sha256``: the digest of every other field. The weights hash
+    covers ``model.safetensors`` only; this covers ``config.json`` field by field, so an edit
+    is refused naming the field."""
+    body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
+    return {**body, CONFIG_HASHES: {k: field_digest(v) for k, v in body.items()}}
+
+
+def write_config(directory: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write a checkpoint's ``config.json``, sealed; every (re)write goes through here."""
+    write_json(Path(directory) / CONFIG_NAME, seal_config(config))
+
+
+def check_config(path: Path, config: Any) -> None:
+    """Refuse a ``config.json`` that is not a JSON object, that was edited after it was written
+    (a field whose digest differs from ``config_sha256``, or a field added or removed), or whose
+    fields a loader reads have the wrong JSON type or invalid feature settings. Checkpoints
+    written before ``config_sha256`` existed load with the type and feature checks only."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    sealed = config.get(CONFIG_HASHES)
+    if sealed is not None:
+        if not isinstance(sealed, dict):
+            raise CheckpointError(f"{path}: field '{CONFIG_HASHES}': expected an object")
+        body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
+        for key in sorted(set(body) | set(sealed)):
+            if key not in sealed:
+                change = "was added"
+            elif key not in body:
+                change = "was removed"
+            elif field_digest(body[key]) != sealed[key]:
+                change = "was changed"
+            else:
+                continue
+            raise CheckpointError(f"{path}: field '{key}' {change} after the checkpoint was "
+                                  f"written (it does not match {CONFIG_HASHES}); restore the "
+                                  "file or retrain")
+    for key, kind in CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], kind):
+            raise CheckpointError(f"{path}: field '{key}': expected a JSON "
+                                  f"{'object' if kind is dict else 'string'}, got "
+                                  f"{config[key]!r}")
+    if "features" in config:
+        try:
+            FeatureConfig.from_dict(config["features"])
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: field 'features': {err}") from err
 
 
 def load_checkpoint(
@@ -143,6 +206,13 @@ def check_finite(state: dict[str, Tensor], where: Path) -> None:
                     f"{where}: tensor '{name}' holds {bad} NaN or infinite value(s) of "
                     f"{tensor.numel()}; the model is broken (retrain it or restore the file)"
                 )
+
+
+def check_bins(directory: Path, n_freq: int, features: FeatureConfig) -> None:
+    """Refuse an architecture that reads another number of frequency bins than its features."""
+    if n_freq != features.n_freq:
+        raise CheckpointError(f"{directory}: architecture reads {n_freq} bins, the feature "
+                              f"settings give {features.n_freq}")
 
 
 def check_features(directory: Path, config: dict[str, Any], features: FeatureConfig) -> None:

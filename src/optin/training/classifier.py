@@ -40,6 +40,7 @@ from optin.models.deepspeech2 import (
 from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     CheckpointError,
+    check_bins,
     load_checkpoint,
     load_module_state,
     save_checkpoint,
@@ -176,6 +177,7 @@ class Classifier:
         if arch.n_classes != len(encoder):
             raise CheckpointError(f"{directory}: {arch.n_classes} outputs but "
                                   f"{len(encoder)} class names")
+        check_bins(directory, arch.n_freq, feats)
         model = DeepSpeech2Classifier(arch)
         load_module_state(model, state, directory)
         model.to(device).eval()

@@ -59,7 +59,7 @@ from optin.training.checkpoint import (
     read_config,
     save_checkpoint,
     save_state,
-    write_json,
+    write_config,
 )
 from optin.training.classifier import Classifier, evaluate_classifier
 from optin.training.data import (
@@ -501,11 +501,10 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         evaluation = honest_evaluation(manifest, target_dir, out_dir, cache_root, progress,
                                        device)
         for part in ("obfuscator", "deobfuscator"):
-            path = out_dir / part / "config.json"
-            conf = json.loads(path.read_text())
+            conf = read_config(out_dir / part)
             conf["training"] = summary
             conf["evaluation"] = evaluation
-            write_json(path, conf)
+            write_config(out_dir / part, conf)
         final = json.loads((out_dir / "obfuscator" / "config.json").read_text())
         _log(format_evaluation(evaluation, summary), env)
     progress_state["finished"] = True

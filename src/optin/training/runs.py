@@ -29,7 +29,13 @@ from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.splits import cut_shares
 from optin.errors import ConfigError
-from optin.training.checkpoint import load_module_state, load_state, save_state, write_json
+from optin.training.checkpoint import (
+    load_module_state,
+    load_state,
+    read_config,
+    save_state,
+    write_config,
+)
 from optin.training.data import FeatureStore
 from optin.training.records import check_run_settings
 
@@ -119,10 +125,10 @@ def open_run(out_dir: Path, train_config: dict[str, Any], manifest: Manifest,
 
 def record_training(out_dir: Path, training: dict[str, Any]) -> dict[str, Any]:
     """Add the ``training`` summary to the selected checkpoint's ``config.json``; return it."""
-    final = json.loads((out_dir / "config.json").read_text())
+    final = read_config(out_dir)
     final["training"] = training
-    write_json(out_dir / "config.json", final)
-    return final
+    write_config(out_dir, final)
+    return read_config(out_dir)
 
 
 class SnapshotTimer:

@@ -50,6 +50,7 @@ from optin.models.xvector import XVector, XVectorConfig
 from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     CheckpointError,
+    check_bins,
     load_checkpoint,
     load_module_state,
     save_checkpoint,
@@ -208,9 +209,7 @@ class XVectorExtractor:
         if arch.n_speakers != len(speakers):
             raise CheckpointError(f"{directory}: {arch.n_speakers} outputs but "
                                   f"{len(speakers)} speaker names")
-        if arch.n_freq != feats.n_freq:
-            raise CheckpointError(f"{directory}: architecture reads {arch.n_freq} bins, the "
-                                  f"feature settings give {feats.n_freq}")
+        check_bins(directory, arch.n_freq, feats)
         model = XVector(arch)
         load_module_state(model, state, directory)
         model.to(device).eval()
