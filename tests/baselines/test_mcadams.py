@@ -14,6 +14,7 @@ from optin.baselines.anonymize import anonymize_inputs, anonymize_manifest
 from optin.baselines.mcadams import McAdamsConfig, mcadams
 from optin.cli import main
 from optin.corpora.manifest import Manifest
+from optin.files import OutputError
 
 SR = 16000
 FORMANTS_HZ = np.array([500.0, 1500.0, 4000.0])  # below, near and above 1 rad (2546 Hz)
@@ -179,7 +180,8 @@ def test_manifest_job_writes_a_copy_resumes_and_reports_failures(tmp_path):
         assert rate == SR and len(written) == len(expected)
         assert np.max(np.abs(written - expected)) < 1e-4  # 16-bit quantisation
 
-    with pytest.raises(ValueError, match="seed: 1 there, 2 now"):
+    with pytest.raises(OutputError, match=r"anon holds files anonymized with other settings "
+                       r"\(config.seed: 1 there, 2 now\)"):
         anonymize_manifest(manifest, out, McAdamsConfig(alpha_range=(0.5, 0.9), per="speaker",
                                                         seed=2), progress=False)
 
