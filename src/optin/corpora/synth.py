@@ -54,6 +54,7 @@ from optin.corpora.manifest import Manifest, ManifestError
 from optin.corpora.splits import assign_split
 from optin.errors import ConfigError
 from optin.files import write_json, write_text
+from optin.settings import Rule, at_least, between
 
 SYNTH_VERSION = 1  # bump when the output of a given configuration changes
 STATE_FILE = ".synth_state.json"
@@ -107,6 +108,11 @@ SENTENCES: tuple[str, ...] = (
 
 DEFAULT_SPEAKERS, DEFAULT_SENTENCES = 24, 10
 QUICK_SPEAKERS, QUICK_SENTENCES = 8, 6
+MAX_SPEAKERS = 2 * len(ACCENTS) * min(len(FEMALE_VARIANTS), len(MALE_VARIANTS))
+# the valid values of synthesize_corpus's options (experiment configs check them at load time)
+SYNTH_RANGES: dict[str, Rule] = {"speakers": between(2, MAX_SPEAKERS),
+                                 "sentences": between(1, len(SENTENCES)),
+                                 "seed": at_least(0), "workers": at_least(1)}
 
 TRIM_MARGIN_S = 0.05
 TRIM_THRESHOLD_DB = -45.0
@@ -213,7 +219,7 @@ def plan_speakers(n_speakers: int, seed: int = 0) -> list[Speaker]:
         ValueError: fewer than 2 speakers, or more than the distinct voices available.
     """
     n_female, n_male = (n_speakers + 1) // 2, n_speakers // 2
-    limit = 2 * len(ACCENTS) * min(len(FEMALE_VARIANTS), len(MALE_VARIANTS))
+    limit = MAX_SPEAKERS
     if not 2 <= n_speakers <= limit:
         raise ConfigError(f"speakers must be between 2 and {limit}, not {n_speakers}")
     rng = np.random.default_rng(derive_seed(seed, "speakers"))
