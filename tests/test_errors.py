@@ -77,6 +77,15 @@ def test_output_over_an_input_is_refused(work, models, capsys, command):
     assert digests(work) == before
 
 
+def test_importing_a_table_over_itself_is_refused(work, capsys):
+    before = digests(work)
+    line = refused(["data", "import", "csv", "corpus/manifest.csv", "--out",
+                    "corpus/manifest.csv"], capsys)
+    assert line == ("error: the output corpus/manifest.csv would overwrite the input "
+                    "corpus/manifest.csv; choose another --out")
+    assert digests(work) == before
+
+
 # --- 2: stale results -------------------------------------------------------------------------
 def test_obfuscate_into_a_folder_made_by_another_model_is_refused(work, models, capsys):
     args = ["obfuscate", "corpus/manifest.csv", "--out-dir", "oo", "--griffin-lim-iters", "2"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from optin import __version__
 from optin.errors import ConfigError, OptinError
-from optin.files import prepare_out_dir, prepare_out_file
+from optin.files import prepare_out_dir, prepare_out_file, refuse_overwrite
 
 
 def _data_import(args: argparse.Namespace) -> int:
@@ -33,6 +33,8 @@ def _data_import(args: argparse.Namespace) -> int:
 
     columns = dict(_pair(item) for item in args.map or [])
     prepare_out_file(args.out)
+    if args.src.is_file():  # the csv importer's source table
+        refuse_overwrite([args.src], [args.out], "--out")
     report = import_corpus(
         args.corpus, args.src, args.out, on_error=args.on_error, seed=args.seed,
         columns=columns or None, audio_root=args.audio_root, protocol=args.protocol,
