@@ -26,6 +26,7 @@ from pathlib import Path
 from optin import __version__
 from optin.errors import ConfigError, OptinError
 from optin.files import prepare_out_dir, prepare_out_file, refuse_overwrite
+from optin.settings import Rule, Setting, above, at_least, between
 
 
 def _data_import(args: argparse.Namespace) -> int:
@@ -115,7 +116,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
         hidden_size=args.hidden_size, rnn_layers=args.rnn_layers, rnn_type=args.rnn_type,
         vote=args.vote, balanced=None if args.balanced is None else args.balanced == "on",
         amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
     )
     prepare_out_dir(args.out, "--out")
     final = train_classifier(args.manifest, config, args.out, progress=not args.quiet,
@@ -141,7 +142,7 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
         deobfuscator_width=args.deobfuscator_width, deobfuscator_blocks=args.deobfuscator_blocks,
         workers=args.workers, device=args.device,
         amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
     )
     prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
@@ -309,6 +310,31 @@ def _pair(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _ranged(kind: type, rule: Rule) -> Callable[[str], object]:
+    """An argparse type: a ``kind`` within ``rule``; argparse's error names the option. (Options
+    that set a training or McAdams config are checked by the config: a ConfigError.)"""
+    setting = Setting("value", kind, rule)
+
+    def parse(text: str) -> object:
+        try:
+            value: object = kind(text)
+        except ValueError:
+            value = text
+        problem = setting.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = _ranged(int, at_least(1))  # processes, threads, repetitions, iterations, Hz
+NON_NEGATIVE = _ranged(int, at_least(0))  # seeds, warm-up runs
+POSITIVE = _ranged(float, above(0))  # durations
+SHARE = _ranged(float, between(0, 1, high_open=True))  # split fractions
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one sub-parser per command)."""
     parser = argparse.ArgumentParser(
@@ -332,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="unreadable or empty audio: stop (default) or skip and report")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default split")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the default split")
     p.add_argument("--map", action="append", metavar="COL=SRC_COL",
                    help="csv only: manifest column from a source column (repeatable)")
     p.add_argument("--audio-root", type=Path, help="csv only: folder the audio paths are under")
@@ -345,16 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of speakers, alternating female/male (default 24; 8 with --quick)")
     p.add_argument("--sentences", type=int,
                    help="sentences per speaker and emotion (default 10; 6 with --quick)")
-    p.add_argument("--workers", type=int, help="synthesis processes (default: by corpus size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=COUNT,
+                   help="synthesis processes (default: by corpus size)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--quick", action="store_true", help="small version for tests and demos")
 
     p = add(dsub, "split", _data_split, "assign train/valid/test with a split protocol")
     p.add_argument("manifest", type=Path)
     p.add_argument("--protocol", required=True, choices=["speaker-disjoint", "same-speakers"])
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--valid-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=SHARE, default=0.2)
+    p.add_argument("--valid-fraction", type=SHARE, default=0.1)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--keep-test", action="store_true",
                    help="keep rows already marked test; divide the rest into train/valid")
     p.add_argument("--out", type=Path, help="write here instead of over the manifest")
@@ -362,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(dsub, "features", _data_features, "compute (or resume) the spectrogram cache")
     p.add_argument("manifest", type=Path)
     p.add_argument("--cache-dir", type=Path, help="default: .optin_cache beside the manifest")
-    p.add_argument("--workers", type=int, help="parallel processes (default: CPU count)")
+    p.add_argument("--workers", type=COUNT, help="parallel processes (default: CPU count)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(dsub, "info", _data_info, "summarise a manifest")
@@ -397,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--amp", choices=["on", "off"], help="mixed precision on a GPU")
         p.add_argument("--checkpoint-every", type=int,
                        help="save the training state every N steps (default 50)")
+        p.add_argument("--snapshot-seconds", type=float,
+                       help="... and every S seconds, whichever comes first (default 60)")
         p.add_argument("--cache-dir", type=Path)
 
     p = add(tsub, "obfuscator", _train_obfuscator,
@@ -428,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--amp", choices=["on", "off"])
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--checkpoint-every", type=int,
+                   help="save the training state every N steps (default 50)")
+    p.add_argument("--snapshot-seconds", type=float,
+                   help="... and every S seconds, whichever comes first (default 60)")
     p.add_argument("--cache-dir", type=Path)
 
     p = add(sub, "obfuscate", _obfuscate,
@@ -436,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="obfuscator run or checkpoint")
     p.add_argument("inputs", type=Path, nargs="+", help="audio files or one manifest .csv")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--griffin-lim-iters", type=int, default=64)
+    p.add_argument("--griffin-lim-iters", type=COUNT, default=64)
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(sub, "eval", _eval, "evaluate a classifier on a split of a manifest")
@@ -472,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --alpha-range: one draw per speaker or per utterance")
     p.add_argument("--seed", type=int, default=0, help="seed of the alpha draws")
     p.add_argument("--lpc-order", type=int, default=20)
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--workers", type=COUNT, default=1, help="parallel processes")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(sub, "stream", _stream,
@@ -482,16 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio file, '-' for raw 16-bit mono PCM on stdin (default), or 'mic'")
     p.add_argument("--output", default="-",
                    help="WAV/FLAC file, or '-' for raw 16-bit PCM on stdout (default)")
-    p.add_argument("--chunk-ms", type=float, default=100.0,
+    p.add_argument("--chunk-ms", type=POSITIVE, default=100.0,
                    help="frames made final per network run (rounded up to 40 ms steps)")
-    p.add_argument("--rate", type=int, default=16000,
+    p.add_argument("--rate", type=COUNT, default=16000,
                    help="sample rate of raw PCM / microphone input and raw PCM output")
-    p.add_argument("--window-ms", type=float,
+    p.add_argument("--window-ms", type=POSITIVE,
                    help="frames per network run (default: the least that covers the "
                         "receptive field)")
     p.add_argument("--phase", choices=["input", "griffin-lim"], default="input",
                    help="resynthesis phase: the input's own, or per-chunk Griffin-Lim")
-    p.add_argument("--seconds", type=float, help="with --input mic: stop after this long")
+    p.add_argument("--seconds", type=POSITIVE, help="with --input mic: stop after this long")
 
     p = add(sub, "export", _export,
             "export an obfuscator to ONNX (float32 or int8) for on-device use")
@@ -522,11 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8", "all"],
                    default="torch", help="'all' compares them and reports the fastest")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    p.add_argument("--batch", type=int, default=1, help="waveforms per call (throughput)")
-    p.add_argument("--seconds", type=float, default=1.0, help="length of each waveform")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=COUNT, help="intra-op threads (default: all cores)")
+    p.add_argument("--batch", type=COUNT, default=1, help="waveforms per call (throughput)")
+    p.add_argument("--seconds", type=POSITIVE, default=1.0, help="length of each waveform")
+    p.add_argument("--repeats", type=COUNT, default=20)
+    p.add_argument("--warmup", type=NON_NEGATIVE, default=3)
     p.add_argument("--calibration", type=Path, help="manifest for onnx-int8 calibration")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
