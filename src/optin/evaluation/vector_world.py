@@ -18,6 +18,7 @@ Vector classifiers are the small MLPs of :mod:`optin.evaluation.vector_classifie
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from optin.evaluation.vector_classifier import (
 )
 from optin.training.checkpoint import read_config
 from optin.training.data import FeatureStore
+from optin.training.runs import STATE_DIR
 
 SPLITS = ("train", "valid", "test")
 
@@ -203,8 +205,10 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
         ctx.log(f"seed {ctx.seed}: ADR protecting '{protect}' on x-vectors")
         adr, history = train_adr(x["train"], protect_labels["train"], config,
                                  valid=(x["valid"], protect_labels["valid"]),
-                                 attribute_name=protect, class_names=list(classes))
+                                 attribute_name=protect, class_names=list(classes),
+                                 state_dir=out / STATE_DIR)
         save_adr(adr, out, {"protect": protect, "classes": list(classes), "history": history})
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # done: the model is saved
     p = {s: adr.transform(x[s]) for s in SPLITS}
 
     # ADR hands the app protected x-vectors, so the app's speaker model is trained on them (as
