@@ -23,6 +23,17 @@ def vowel() -> np.ndarray:
     return voiced()
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: the machine is shared, and small convs are faster that way."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def quick_corpus(tmp_path_factory):
     """The built-in quick corpus, synthesized once per test session; returns manifest.csv."""
@@ -62,3 +73,47 @@ def kill_and_resume(command: list[str], tmp_path, timeout: float = 300.0):
     rerun = subprocess.run([*command, "--out", str(broken)], check=True, env=env,
                            capture_output=True, text=True)
     return full, broken, saved, rerun.stderr
+
+
+def write_tiny_corpus(root, broken: bool = False):
+    """Four short utterances of two speakers (plus one empty file when ``broken``) under
+    ``root/wav``; returns ``root/manifest.csv``."""
+    import soundfile as sf
+
+    from optin.corpora.manifest import Manifest
+
+    rows = []
+    for i in range(4):
+        speaker = f"spk{i % 2}"
+        path = root / "wav" / f"utt {i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, voiced(seconds=0.3, f0=120 + 40 * i, seed=i), 16000, subtype="PCM_16")
+        rows.append({"id": f"utt {i}", "path": f"wav/utt {i}.wav", "speaker": speaker,
+                     "gender": ["female", "male"][i % 2], "split": ["train", "test"][i // 2]})
+    if broken:
+        (root / "wav" / "empty.wav").write_bytes(b"")
+        rows.append({"id": "empty", "path": "wav/empty.wav", "speaker": "spk0",
+                     "gender": "female", "split": "test"})
+    return Manifest(rows=rows, root=root).write(root / "manifest.csv")
+
+
+def save_tiny_obfuscator(directory, seed: int = 0, fill: float | None = None):
+    """An untrained obfuscator (base width 4, one residual block) saved as a checkpoint
+    folder; ``fill`` sets every float tensor to that value (e.g. NaN, with a matching SHA-256,
+    as a broken model would be saved). Returns ``directory``."""
+    import torch
+
+    from optin.audio.features import FeatureConfig
+    from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+    from optin.privacy.obfuscator import OBFUSCATOR_KIND
+    from optin.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    net = Generator(GeneratorConfig(base_width=4, residual_blocks=1))
+    state = net.state_dict()
+    if fill is not None:
+        state = {k: torch.full_like(v, fill) if v.is_floating_point() else v
+                 for k, v in state.items()}
+    return save_checkpoint(directory, state, {
+        "kind": OBFUSCATOR_KIND, "architecture": net.config.to_dict(),
+        "features": FeatureConfig().to_dict()})

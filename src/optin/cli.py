@@ -1,8 +1,18 @@
 """The ``optin`` command line: argument parsing only; every command is one call into the API.
 
-Logs and progress go to stderr; results that scripts read go to stdout. Errors about the
-user's input print one line naming the file or field and exit with status 2
-(``OPTIN_DEBUG=1`` shows the traceback instead).
+Logs and progress go to stderr; results that scripts read go to stdout. Exit status:
+
+* 0: done.
+* 2: an error about the user's input, files or settings (:class:`optin.errors.OptinError`) or
+  the file system (``OSError``: no space, no permission...): one line on stderr,
+  ``error: <path or field>: <cause>``. Any other exception is a bug and keeps its traceback;
+  ``OPTIN_DEBUG=1`` shows the traceback for every error.
+* 130: interrupted (Ctrl-C); rerunning the same command resumes.
+* 141: stdout was closed early (``optin data info m.csv | head``): the output stops quietly,
+  as for a program killed by SIGPIPE (128 + 13), which is what shells report for them.
+
+Every command that writes checks its output folder first (:func:`optin.files.prepare_out_dir`),
+so a path under a file, a read-only or special file system fails at once, naming the path.
 """
 
 from __future__ import annotations
@@ -14,12 +24,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from optin import __version__
+from optin.errors import ConfigError, OptinError
+from optin.files import prepare_out_dir, prepare_out_file, refuse_overwrite
+from optin.settings import Rule, Setting, above, at_least, between
 
 
 def _data_import(args: argparse.Namespace) -> int:
     from optin.corpora.registry import import_corpus
 
     columns = dict(_pair(item) for item in args.map or [])
+    prepare_out_file(args.out)
+    if args.src.is_file():  # the csv importer's source table
+        refuse_overwrite([args.src], [args.out], "--out")
     report = import_corpus(
         args.corpus, args.src, args.out, on_error=args.on_error, seed=args.seed,
         columns=columns or None, audio_root=args.audio_root, protocol=args.protocol,
@@ -34,6 +50,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
     kwargs = {k: v for k, v in (("speakers", args.speakers), ("sentences", args.sentences))
               if v is not None}
+    prepare_out_dir(args.out, "output folder")
     report = synthesize_corpus(args.out, seed=args.seed, quick=args.quick,
                                progress=not args.quiet, workers=args.workers, **kwargs)
     print(report.summary())
@@ -48,7 +65,7 @@ def _data_split(args: argparse.Namespace) -> int:
         manifest, args.protocol, test_fraction=args.test_fraction,
         valid_fraction=args.valid_fraction, seed=args.seed, keep_test=args.keep_test,
     )
-    out = result.write(args.out or args.manifest)
+    out = result.write(prepare_out_file(args.out) if args.out else args.manifest)
     for name, info in split_summary(result).items():
         print(f"{name}: {info['rows']} utterances, {info['speakers']} speakers")
     print(f"written to {out}")
@@ -99,8 +116,9 @@ def _train_classifier(args: argparse.Namespace) -> int:
         hidden_size=args.hidden_size, rnn_layers=args.rnn_layers, rnn_type=args.rnn_type,
         vote=args.vote, balanced=None if args.balanced is None else args.balanced == "on",
         amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
     )
+    prepare_out_dir(args.out, "--out")
     final = train_classifier(args.manifest, config, args.out, progress=not args.quiet,
                              cache_root=args.cache_dir)
     valid = final["metrics"]["valid"]
@@ -124,8 +142,9 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
         deobfuscator_width=args.deobfuscator_width, deobfuscator_blocks=args.deobfuscator_blocks,
         workers=args.workers, device=args.device,
         amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
     )
+    prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
                      cache_root=args.cache_dir)
     return 0
@@ -134,6 +153,7 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
 def _obfuscate(args: argparse.Namespace) -> int:
     from optin.privacy.corpus import obfuscate_inputs
 
+    prepare_out_dir(args.out_dir)
     report = obfuscate_inputs(args.model, args.inputs, args.out_dir, progress=not args.quiet,
                               griffin_lim_iters=args.griffin_lim_iters,
                               on_error=args.on_error)
@@ -150,6 +170,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         alpha_range=tuple(args.alpha_range) if args.alpha_range else None,
         per=args.per, seed=args.seed, lpc_order=args.lpc_order,
     )
+    prepare_out_dir(args.out_dir)
     report = anonymize_inputs(args.inputs, args.out_dir, config, method=args.method,
                               progress=not args.quiet, on_error=args.on_error,
                               workers=args.workers)
@@ -199,6 +220,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from optin.evaluation.experiment import load_experiments, run_experiment
 
     configs = load_experiments(args.configs)
+    prepare_out_dir(args.out, "--out")
     for config in configs:
         run_experiment(config, args.out, data_root=args.data_root, progress=not args.quiet,
                        report=False)
@@ -212,7 +234,7 @@ def _experiment(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from optin.evaluation.report import build_report
 
-    out = args.out or args.dirs[0]
+    out = prepare_out_dir(args.out or args.dirs[0], "--out")
     print(f"report: {build_report(args.dirs, out)}")
     return 0
 
@@ -220,6 +242,8 @@ def _report(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from optin.deploy.streaming import stream_command
 
+    if args.output != "-":
+        prepare_out_file(args.output, "--output")
     stream_command(args.model, source=args.input, output=args.output, chunk_ms=args.chunk_ms,
                    rate=args.rate, window_ms=args.window_ms, phase=args.phase,
                    seconds=args.seconds)
@@ -232,7 +256,8 @@ def _export(args: argparse.Namespace) -> int:
     from optin.deploy.export import export_onnx
 
     if (args.check_target is None) != (args.manifest is None):
-        raise ValueError("--check-target and --manifest go together")
+        raise ConfigError("--check-target and --manifest go together")
+    prepare_out_file(args.out)
     report = export_onnx(args.model, args.out, int8=args.int8, calibration=args.calibration,
                          include_frontend=not args.features_only, int8_layers=args.int8_layers)
     result: dict = {"export": report.to_dict()}
@@ -273,6 +298,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from optin.demo import run_demo
 
+    prepare_out_dir(args.out, "--out")
     run_demo(args.out, progress=not args.quiet)
     return 0
 
@@ -282,6 +308,31 @@ def _pair(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected MANIFEST_COLUMN=SOURCE_COLUMN, got '{text}'")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
+
+
+def _ranged(kind: type, rule: Rule) -> Callable[[str], object]:
+    """An argparse type: a ``kind`` within ``rule``; argparse's error names the option. (Options
+    that set a training or McAdams config are checked by the config: a ConfigError.)"""
+    setting = Setting("value", kind, rule)
+
+    def parse(text: str) -> object:
+        try:
+            value: object = kind(text)
+        except ValueError:
+            value = text
+        problem = setting.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = _ranged(int, at_least(1))  # processes, threads, repetitions, iterations, Hz
+NON_NEGATIVE = _ranged(int, at_least(0))  # seeds, warm-up runs
+POSITIVE = _ranged(float, above(0))  # durations
+SHARE = _ranged(float, between(0, 1, high_open=True))  # split fractions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="unreadable or empty audio: stop (default) or skip and report")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default split")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the default split")
     p.add_argument("--map", action="append", metavar="COL=SRC_COL",
                    help="csv only: manifest column from a source column (repeatable)")
     p.add_argument("--audio-root", type=Path, help="csv only: folder the audio paths are under")
@@ -321,16 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of speakers, alternating female/male (default 24; 8 with --quick)")
     p.add_argument("--sentences", type=int,
                    help="sentences per speaker and emotion (default 10; 6 with --quick)")
-    p.add_argument("--workers", type=int, help="synthesis processes (default: by corpus size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=COUNT,
+                   help="synthesis processes (default: by corpus size)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--quick", action="store_true", help="small version for tests and demos")
 
     p = add(dsub, "split", _data_split, "assign train/valid/test with a split protocol")
     p.add_argument("manifest", type=Path)
     p.add_argument("--protocol", required=True, choices=["speaker-disjoint", "same-speakers"])
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--valid-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=SHARE, default=0.2)
+    p.add_argument("--valid-fraction", type=SHARE, default=0.1)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--keep-test", action="store_true",
                    help="keep rows already marked test; divide the rest into train/valid")
     p.add_argument("--out", type=Path, help="write here instead of over the manifest")
@@ -338,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(dsub, "features", _data_features, "compute (or resume) the spectrogram cache")
     p.add_argument("manifest", type=Path)
     p.add_argument("--cache-dir", type=Path, help="default: .optin_cache beside the manifest")
-    p.add_argument("--workers", type=int, help="parallel processes (default: CPU count)")
+    p.add_argument("--workers", type=COUNT, help="parallel processes (default: CPU count)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(dsub, "info", _data_info, "summarise a manifest")
@@ -373,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--amp", choices=["on", "off"], help="mixed precision on a GPU")
         p.add_argument("--checkpoint-every", type=int,
                        help="save the training state every N steps (default 50)")
+        p.add_argument("--snapshot-seconds", type=float,
+                       help="... and every S seconds, whichever comes first (default 60)")
         p.add_argument("--cache-dir", type=Path)
 
     p = add(tsub, "obfuscator", _train_obfuscator,
@@ -404,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--amp", choices=["on", "off"])
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--checkpoint-every", type=int,
+                   help="save the training state every N steps (default 50)")
+    p.add_argument("--snapshot-seconds", type=float,
+                   help="... and every S seconds, whichever comes first (default 60)")
     p.add_argument("--cache-dir", type=Path)
 
     p = add(sub, "obfuscate", _obfuscate,
@@ -412,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="obfuscator run or checkpoint")
     p.add_argument("inputs", type=Path, nargs="+", help="audio files or one manifest .csv")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--griffin-lim-iters", type=int, default=64)
+    p.add_argument("--griffin-lim-iters", type=COUNT, default=64)
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(sub, "eval", _eval, "evaluate a classifier on a split of a manifest")
@@ -448,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --alpha-range: one draw per speaker or per utterance")
     p.add_argument("--seed", type=int, default=0, help="seed of the alpha draws")
     p.add_argument("--lpc-order", type=int, default=20)
-    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--workers", type=COUNT, default=1, help="parallel processes")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
 
     p = add(sub, "stream", _stream,
@@ -458,16 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio file, '-' for raw 16-bit mono PCM on stdin (default), or 'mic'")
     p.add_argument("--output", default="-",
                    help="WAV/FLAC file, or '-' for raw 16-bit PCM on stdout (default)")
-    p.add_argument("--chunk-ms", type=float, default=100.0,
+    p.add_argument("--chunk-ms", type=POSITIVE, default=100.0,
                    help="frames made final per network run (rounded up to 40 ms steps)")
-    p.add_argument("--rate", type=int, default=16000,
+    p.add_argument("--rate", type=COUNT, default=16000,
                    help="sample rate of raw PCM / microphone input and raw PCM output")
-    p.add_argument("--window-ms", type=float,
+    p.add_argument("--window-ms", type=POSITIVE,
                    help="frames per network run (default: the least that covers the "
                         "receptive field)")
     p.add_argument("--phase", choices=["input", "griffin-lim"], default="input",
                    help="resynthesis phase: the input's own, or per-chunk Griffin-Lim")
-    p.add_argument("--seconds", type=float, help="with --input mic: stop after this long")
+    p.add_argument("--seconds", type=POSITIVE, help="with --input mic: stop after this long")
 
     p = add(sub, "export", _export,
             "export an obfuscator to ONNX (float32 or int8) for on-device use")
@@ -498,11 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8", "all"],
                    default="torch", help="'all' compares them and reports the fastest")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    p.add_argument("--batch", type=int, default=1, help="waveforms per call (throughput)")
-    p.add_argument("--seconds", type=float, default=1.0, help="length of each waveform")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=COUNT, help="intra-op threads (default: all cores)")
+    p.add_argument("--batch", type=COUNT, default=1, help="waveforms per call (throughput)")
+    p.add_argument("--seconds", type=POSITIVE, default=1.0, help="length of each waveform")
+    p.add_argument("--repeats", type=COUNT, default=20)
+    p.add_argument("--warmup", type=NON_NEGATIVE, default=3)
     p.add_argument("--calibration", type=Path, help="manifest for onnx-int8 calibration")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
@@ -511,27 +568,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``optin`` program."""
-    from optin.audio.io import AudioError
-    from optin.corpora.espeak import ESpeakError
-    from optin.corpora.manifest import ManifestError
-    from optin.evaluation.experiment import ExperimentError
-    from optin.training.checkpoint import CheckpointError
+def error_line(err: OptinError | OSError) -> str:
+    """One line for an error: the message, or for an OSError the file(s) and the cause."""
+    if isinstance(err, OSError) and not isinstance(err, OptinError):
+        cause = err.strerror or str(err) or type(err).__name__
+        names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+        text = f"{' -> '.join(names)}: {cause}" if names else cause
+    else:
+        text = str(err) or type(err).__name__
+    return "error: " + " ".join(text.split())
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optin`` program (exit statuses in the module docstring)."""
     args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get("OPTIN_DEBUG"))
     try:
-        return args.func(args)
-    except (ManifestError, AudioError, CheckpointError, ESpeakError, ExperimentError,
-            FileNotFoundError,
-            FileExistsError, ValueError) as err:
-        if os.environ.get("OPTIN_DEBUG"):
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except (OptinError, OSError) as err:
+        if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not fail on the closed pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a test harness
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

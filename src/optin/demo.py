@@ -16,7 +16,6 @@ The built-in corpus is synthetic eSpeak NG speech; the numbers are not results o
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from optin.audio.io import write_audio
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.evaluation.experiment import ExperimentConfig, run_experiment
+from optin.files import write_bytes, write_json
 
 DEMO_FIGURES = ("3a", "4")
 DEMO_SYSTEMS = {"3a": ["opt-in", "adr"], "4": ["opt-in", "adr", "mcadams"]}
@@ -83,7 +83,7 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
         "examples": [str(p) for p in examples],
         "seconds": round(time.perf_counter() - start, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     print(format_summary(summary))
     print(f"[demo {summary['seconds']:7.1f} s] done", file=sys.stderr)
     return summary
@@ -104,7 +104,7 @@ def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count
     for row in chosen:
         path = manifest.audio_path(row)
         original = folder / f"{row['id']}.original.wav"
-        original.write_bytes(path.read_bytes())
+        write_bytes(original, path.read_bytes())
         obfuscated = folder / f"{row['id']}.obfuscated.wav"
         spec = obfuscator(cache.load(path))
         write_audio(obfuscated, obfuscator.to_waveform(spec), obfuscator.features.sample_rate)
@@ -114,7 +114,7 @@ def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count
             by_id = {r["id"]: r for r in protected.rows}
             if row["id"] in by_id:
                 anonymized = folder / f"{row['id']}.mcadams.wav"
-                anonymized.write_bytes(protected.audio_path(by_id[row["id"]]).read_bytes())
+                write_bytes(anonymized, protected.audio_path(by_id[row["id"]]).read_bytes())
                 written.append(anonymized)
     return written
 

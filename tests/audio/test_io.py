@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import av
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import soundfile as sf
 from tests.conftest import voiced
 
 from optin.audio import AudioError, SilentAudioError, audio_info, load_audio, prepare_wave
-from optin.audio.io import normalize_volume
+from optin.audio.io import check_output_wave, normalize_volume, write_audio
+from optin.files import OutputError
 
 
 def rms_dbfs(x: np.ndarray) -> float:
@@ -141,3 +144,31 @@ def test_nan_samples(tmp_path):
     sf.write(path, x, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match=r"nan\.wav: 10 sample\(s\) are NaN"):
         load_audio(path)
+
+
+def test_write_audio_refuses_garbage_and_writes_nothing(tmp_path):
+    good = voiced(0.2)
+    peak_one = good / np.max(np.abs(good))  # the McAdams output scaling: peak exactly 1
+    for wave in (good, peak_one, np.zeros(100, np.float32)):
+        check_output_wave(wave, "x.wav")
+    bad = good.copy()
+    bad[5] = np.nan
+    cases = [(bad, "audio with 1 NaN or infinite sample"),
+             (np.full(1600, np.inf, np.float32), "audio with 1600 NaN or infinite sample"),
+             (np.full(1600, -1.0, np.float32), "clipped audio (1600 of 1600 samples"),
+             (np.clip(good * 100, -1, 1), "clipped audio")]
+    for wave, message in cases:
+        with pytest.raises(AudioError, match=re.escape(f"x.wav: refusing to write {message}")):
+            write_audio(tmp_path / "x.wav", wave)
+    assert list(tmp_path.iterdir()) == []
+    write_audio(tmp_path / "x.wav", good)
+    assert sf.info(tmp_path / "x.wav").frames == len(good)
+
+
+def test_write_audio_names_the_file_when_the_os_refuses(tmp_path):
+    """libsndfile says "System error."; the error names the file and the real cause."""
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "x.wav").mkdir()  # a folder where the file should go
+    with pytest.raises(OutputError, match=r"cannot write .*ro/x\.wav: Is a directory"):
+        write_audio(tmp_path / "ro" / "x.wav", voiced(0.1))
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["x.wav"]

@@ -7,13 +7,14 @@ import pytest
 import soundfile as sf
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
-from tests.conftest import voiced
+from tests.conftest import voiced, write_tiny_corpus
 
 from optin.audio.io import AudioError, load_audio
 from optin.baselines.anonymize import anonymize_inputs, anonymize_manifest
 from optin.baselines.mcadams import McAdamsConfig, mcadams
 from optin.cli import main
 from optin.corpora.manifest import Manifest
+from optin.files import OutputError
 
 SR = 16000
 FORMANTS_HZ = np.array([500.0, 1500.0, 4000.0])  # below, near and above 1 rad (2546 Hz)
@@ -136,7 +137,8 @@ def test_alpha_draws_are_deterministic_per_speaker_or_utterance():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"alpha": 3.0}, "alpha:"),
     ({"alpha_range": (0.9, 0.5)}, "alpha_range: low 0.9 is above high 0.5"),
-    ({"alpha_range": (0.0, 0.5)}, "alpha_range low"),
+    ({"alpha_range": (0.0, 0.5)}, "alpha_range: expected a list of 2 numbers in (0, 2]"),
+    ({"alpha": "x"}, "McAdamsConfig.alpha: expected a number in (0, 2], got 'x'"),
     ({"per": "corpus"}, "per:"),
     ({"lpc_order": -1}, "lpc_order"),
 ])
@@ -146,23 +148,6 @@ def test_bad_config_is_named(kwargs, message):
     assert message in str(info.value)
     with pytest.raises(ValueError, match="unknown field"):
         McAdamsConfig.from_dict({"alpha": 0.8, "beta": 1})
-
-
-def write_tiny_corpus(root, broken: bool = False):
-    """Four short utterances of two speakers (plus one empty file when ``broken``)."""
-    rows = []
-    for i in range(4):
-        speaker = f"spk{i % 2}"
-        path = root / "wav" / f"utt {i}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, voiced(seconds=0.3, f0=120 + 40 * i, seed=i), SR, subtype="PCM_16")
-        rows.append({"id": f"utt {i}", "path": f"wav/utt {i}.wav", "speaker": speaker,
-                     "gender": ["female", "male"][i % 2], "split": ["train", "test"][i // 2]})
-    if broken:
-        (root / "wav" / "empty.wav").write_bytes(b"")
-        rows.append({"id": "empty", "path": "wav/empty.wav", "speaker": "spk0",
-                     "gender": "female", "split": "test"})
-    return Manifest(rows=rows, root=root).write(root / "manifest.csv")
 
 
 def test_manifest_job_writes_a_copy_resumes_and_reports_failures(tmp_path):
@@ -195,7 +180,8 @@ def test_manifest_job_writes_a_copy_resumes_and_reports_failures(tmp_path):
         assert rate == SR and len(written) == len(expected)
         assert np.max(np.abs(written - expected)) < 1e-4  # 16-bit quantisation
 
-    with pytest.raises(ValueError, match="seed: 1 there, 2 now"):
+    with pytest.raises(OutputError, match=r"anon holds files anonymized with other settings "
+                       r"\(config.seed: 1 there, 2 now\)"):
         anonymize_manifest(manifest, out, McAdamsConfig(alpha_range=(0.5, 0.9), per="speaker",
                                                         seed=2), progress=False)
 
@@ -238,4 +224,4 @@ def test_cli_anonymizes_files_and_a_manifest(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["anonymize", str(wavs[0]), "--out-dir", str(tmp_path / "z"),
                  "--alpha", "8"]) == 2
-    assert "alpha: McAdams coefficient must be in (0, 2], got 8.0" in capsys.readouterr().err
+    assert "McAdamsConfig.alpha: expected a number in (0, 2], got 8.0" in capsys.readouterr().err

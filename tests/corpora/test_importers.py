@@ -536,6 +536,12 @@ def test_csv_import_row_errors(tmp_path):
     src.write_text("path,speaker,speaker_name\naudio/s0/u0.wav,a,x\n")
     with pytest.raises(ManifestError, match="speaker would be overwritten"):
         prepare_csv(src, columns={"speaker": "speaker_name"}, progress=False)
+    src.write_text("path,speaker,gender\naudio/s0/u0.wav,a,f\naudio/s0/u1.wav\n")
+    with pytest.raises(ManifestError, match=r"csv, line 3: 1 fields for 3 columns"):
+        prepare_csv(src, progress=False)  # a truncated row, not blank speaker and gender
+    src.write_bytes("path,speaker\naudio/s0/u0.wav,Zo\xeb\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=rf"CSV file {src}, line 2: byte 0xeb is not UTF-8"):
+        prepare_csv(src, progress=False)
 
 
 def test_csv_import_missing_audio_fails_or_is_skipped(tmp_path):

@@ -72,6 +72,30 @@ def test_empty_file(tmp_path):
         Manifest.read(tmp_path / "none.csv")
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ("id,path,speaker,text\nu1,a.wav,s,Caf\xe9\n".encode("latin-1"),
+     r"m\.csv, line 2: byte 0xe9 is not UTF-8 text"),
+    (b"id,path,speaker,split,split\nu1,a.wav,s,train,\n",
+     r"m\.csv, line 1: column name\(s\) split appear twice"),
+    (b"id,path,speaker,,gender\nu1,a.wav,s,x,f\n", r"m\.csv, line 1: column 4 has no name"),
+    (b"id,path,speaker,gender,split\nu1,a.wav,s,f,train\nu2,b.wav,s\n",
+     r"m\.csv, line 3: 3 fields for 5 columns \(id, path, speaker, gender, split\)"),
+    (b"id,path,speaker\nu1,a.wav,s,surprise,x\n", r"m\.csv, line 2: 5 fields for 3 columns"),
+])
+def test_a_malformed_csv_is_refused_naming_the_file_and_line(tmp_path, data, message):
+    path = tmp_path / "m.csv"
+    path.write_bytes(data)
+    with pytest.raises(ManifestError, match=rf"^manifest .*{message}"):
+        Manifest.read(path, check_files=False)
+
+
+def test_blank_lines_a_bom_and_quoted_fields_still_read(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes('\ufeffid,path,speaker,text\n\nu1,a.wav,s,"one, two"\n,,,\n'.encode())
+    m = Manifest.read(path, check_files=False)
+    assert m.column("text") == ["one, two"] and m.columns[:3] == ["id", "path", "speaker"]
+
+
 def test_filter_where_and_split_errors():
     m = Manifest(make_rows())
     assert len(m.where(gender="female")) == len(m) // 2

@@ -193,7 +193,7 @@ def test_bad_files_and_inputs_are_named(tmp_path, model_dir):
     junk.write_bytes(b"not a model")
     with pytest.raises(OnnxModelError, match=r"junk\.onnx"):
         OnnxObfuscator.load(junk)
-    with pytest.raises(FileNotFoundError, match=r"missing\.onnx"):
+    with pytest.raises(OnnxModelError, match=r"missing\.onnx"):
         OnnxObfuscator.load(tmp_path / "missing.onnx")
 
 

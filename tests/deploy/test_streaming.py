@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.conftest import voiced
+from tests.conftest import save_tiny_obfuscator, voiced
 
 from optin.audio.features import FeatureConfig, features_to_magnitude, spectrogram
+from optin.audio.io import AudioError
 from optin.cli import main
 from optin.deploy.receptive_field import measure_receptive_field, receptive_field
 from optin.deploy.streaming import (
@@ -20,6 +21,7 @@ from optin.deploy.streaming import (
     StreamingObfuscator,
     float_to_pcm16,
     pcm16_to_float,
+    run_stream,
 )
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import OBFUSCATOR_KIND, Obfuscator
@@ -30,13 +32,7 @@ HOP = 160
 TINY = {"base_width": 4, "residual_blocks": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine is shared, and small convs are faster that way."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_obfuscator(seed: int = 0) -> Obfuscator:
@@ -320,3 +316,37 @@ def test_cli_errors(model_dir, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x01\x02\x03")))
     assert main(["stream", "--model", str(model_dir), "--output", str(tmp_path / "o.wav")]) == 2
     assert "odd number of bytes" in capsys.readouterr().err
+    assert not (tmp_path / "o.wav").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary left
+
+
+def test_nan_output_is_refused_before_the_sink(obfuscator) -> None:
+    net = Generator(GeneratorConfig(**TINY))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(float("nan"))
+    streamer = StreamingObfuscator(Obfuscator(net, FeatureConfig()))
+    written: list[np.ndarray] = []
+    with pytest.raises(AudioError, match=r"^o\.wav: refusing to write audio with \d+ NaN"):
+        run_stream(streamer, [voiced(0.5)], written.append, name="o.wav")
+    assert written == []
+
+
+def test_cli_refuses_a_nan_model_and_output_over_input(tmp_path, capsys) -> None:
+    sf.write(tmp_path / "in.wav", voiced(0.3), RATE, subtype="PCM_16")
+    before = (tmp_path / "in.wav").read_bytes()
+    broken = save_tiny_obfuscator(tmp_path / "nan", fill=float("nan"))
+    assert main(["stream", "--model", str(broken), "--input", str(tmp_path / "in.wav"),
+                 "--output", str(tmp_path / "o.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {broken / 'model.safetensors'}: tensor '")
+    assert err.count("\n") == 1 and "NaN" in err
+    good = save_tiny_obfuscator(tmp_path / "good")
+    (tmp_path / "link.wav").symlink_to(tmp_path / "in.wav")
+    assert main(["stream", "--model", str(good), "--input", str(tmp_path / "in.wav"),
+                 "--output", str(tmp_path / "link.wav")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the output {tmp_path / 'link.wav'} would overwrite the input "
+        f"{tmp_path / 'in.wav'}; choose another --output\n")
+    assert (tmp_path / "in.wav").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "in.wav", "link.wav", "nan"]

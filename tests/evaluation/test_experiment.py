@@ -124,17 +124,18 @@ def test_a_stage_that_produces_nothing_stops_the_run(tiny_run, monkeypatch):
 def test_config_errors_name_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\npermitted: speaker\nattacked: [gender]\n")
-    with pytest.raises(ExperimentError, match=r"bad\.yaml: missing field\(s\) data"):
+    with pytest.raises(ExperimentError, match=r"bad\.yaml: data: missing"):
         ExperimentConfig.read(path)
     path.write_text("name: x\ndata: {synth: {}}\npermitted: speaker\nattacked: [speaker]\n")
     with pytest.raises(ExperimentError, match="cannot also be attacked"):
         ExperimentConfig.read(path)
     path.write_text("name: x\ndata: {synth: {}}\npermitted: speaker\nattacked: [gender]\n"
                     "systems: [magic]\n")
-    with pytest.raises(ExperimentError, match="unknown system"):
+    with pytest.raises(ExperimentError, match=r"systems: expected a list of values, each one "
+                       r"of 'opt-in', .*got \['magic'\]"):
         ExperimentConfig.read(path)
     path.write_text("name: x\ndata: {}\npermitted: speaker\nattacked: [gender]\nfoo: 1\n")
-    with pytest.raises(ExperimentError, match="unknown field"):
+    with pytest.raises(ExperimentError, match="foo: unknown key"):
         ExperimentConfig.read(path)
 
 
@@ -164,3 +165,75 @@ def test_real_corpus_configs_import_under_data_root(tmp_path):
     assert again.column("split") == manifest.column("split")
     with pytest.raises(ExperimentError, match="needs --data-root"):
         prepare_manifest(config, tmp_path / "out2", None, progress=False)
+
+
+def _config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {synth: {}}\npermitted: speaker\nattacked: [gender]\n" + text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/optin-escaped/x", "a/b", "..", ""])
+def test_a_name_that_is_not_a_plain_file_name_is_refused_before_anything_is_written(
+        tmp_path, name):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: {name!r}\ndata: {{manifest: m.csv}}\nprotocol: same-speakers\n"
+                    "permitted: speaker\nattacked: [gender]\n")
+    out = tmp_path / "a" / "b" / "run"
+    with pytest.raises(ExperimentError, match=r"exp\.yaml: name: expected a plain file name"):
+        run_experiment(path, out, progress=False)
+    assert not (tmp_path / "a").exists()
+    assert not list(tmp_path.rglob("*-split.csv"))
+
+
+def test_yaml_duplicate_keys_fake_bools_and_exponent_numbers(tmp_path):
+    path = _config_file(tmp_path, "name: x\nseeds: [0]\nseeds: [1, 2]\n")
+    with pytest.raises(ExperimentError, match=r"exp\.yaml: line 6: key 'seeds' given twice "
+                                              r"\(first on line 5\)"):
+        ExperimentConfig.read(path)
+    path = _config_file(tmp_path, "name: x\nclassifier: {lr: 1e-3, epochs: 3, epochs: 4}\n")
+    with pytest.raises(ExperimentError, match="key 'epochs' given twice"):
+        ExperimentConfig.read(path)
+    path = _config_file(tmp_path, "name: x\nverification: \"no\"\n")
+    with pytest.raises(ExperimentError, match="verification: expected true or false, got 'no'"):
+        ExperimentConfig.read(path)
+    path = _config_file(tmp_path, "name: x\nclassifier: {lr: 1e-3}\nmcadams:\n")
+    config = ExperimentConfig.read(path)
+    assert config.classifier == {"lr": 0.001} and config.mcadams == {}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seeds: 0", r"seeds: expected a list of integers >= 0, got 0"),
+    ("seeds: [zero]", r"seeds: expected a list of integers >= 0, got \['zero'\]"),
+    ("seeds: []", r"seeds: expected at least one entry"),
+    ("seeds: [1, 1]", r"seeds: an entry is given twice"),
+    ("classifier: {epochs: ten}", r"classifier\.epochs: expected an integer >= 1, got 'ten'"),
+    ("classifier: {seed: 3}", r"classifier\.seed: unknown key"),  # the experiment sets it
+    ("classifier: {features: {bogus: 1}}",
+     r"classifier: ClassifierTrainConfig\.features: unknown feature setting\(s\): bogus"),
+    ("obfuscator: {epochz: 1}", r"obfuscator\.epochz: unknown key \(did you mean 'epochs'\?\)"),
+    ("mcadams: {alpha: x}", r"mcadams\.alpha: expected a number in \(0, 2\], got 'x'"),
+    ("mcadams: {alpha_range: [0.9, 0.5]}", r"mcadams: McAdamsConfig\.alpha_range: low 0\.9"),
+    ("adr: {preset: huge}", r"adr\.preset: expected one of 'paper', 'quick', got 'huge'"),
+    ("figure: 3", r"figure: expected a string or null, got 3"),
+])
+def test_wrong_settings_are_refused_at_load_time_naming_the_field(tmp_path, text, message):
+    path = _config_file(tmp_path, f"name: x\n{text}\n")
+    with pytest.raises(ExperimentError, match=rf"exp\.yaml: {message}"):
+        ExperimentConfig.read(path)
+
+
+def test_data_options_are_checked_against_the_function_they_configure(tmp_path):
+    for data, message in [
+        ("{synth: {bogus: 1}}", r"data\.synth\.bogus: unknown key"),
+        ("{synth: {speakers: 1}}", r"data\.synth\.speakers: expected an integer in \[2, "),
+        ("{import: {src: x}}", r"data\.import\.corpus: missing"),
+        ("{import: {corpus: timit}}", r"data\.import\.corpus: expected one of 'ravdess'"),
+        ("{manifest: 3}", r"data\.manifest: expected a file path, got 3"),
+        ("{synth: {}, manifest: m.csv}", r"data: expected exactly one of"),
+        ("{other: 1}", r"data\.other: unknown key"),
+    ]:
+        path = tmp_path / "exp.yaml"
+        path.write_text(f"name: x\ndata: {data}\npermitted: speaker\nattacked: [gender]\n")
+        with pytest.raises(ExperimentError, match=rf"exp\.yaml: {message}"):
+            ExperimentConfig.read(path)

@@ -113,7 +113,7 @@ def test_schema_errors_name_file_and_field(tmp_path, change, message):
 
 
 def test_missing_or_broken_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no results\.json"):
+    with pytest.raises(ResultsError, match=r"no results\.json"):
         load_results([tmp_path])
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(ResultsError, match="not valid JSON"):

@@ -14,7 +14,7 @@ from tests.conftest import kill_and_resume
 
 from optin.audio.features import FeatureConfig
 from optin.corpora import Manifest, ManifestError
-from optin.training.checkpoint import CheckpointError
+from optin.training.checkpoint import CheckpointError, write_config
 from optin.training.classifier import (
     Classifier,
     ClassifierTrainConfig,
@@ -99,7 +99,7 @@ def test_mismatched_architecture_is_refused(gender_run, tmp_path):
     shutil.copytree(out, bad)
     config = json.loads((bad / "config.json").read_text())
     config["architecture"]["hidden_size"] = 64
-    (bad / "config.json").write_text(json.dumps(config))
+    write_config(bad, config)  # sealed: the shape check must refuse it
     with pytest.raises(CheckpointError, match="shape mismatch"):
         Classifier.load(bad)
     with pytest.raises(CheckpointError, match=r"no config\.json"):

@@ -15,7 +15,7 @@ from tests.conftest import kill_and_resume
 from optin.corpora import Manifest
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.adversary import Deobfuscator
-from optin.training.checkpoint import load_state
+from optin.training.checkpoint import load_state, write_config
 from optin.training.classifier import Classifier, ClassifierTrainConfig, train_classifier
 from optin.training.obfuscator import (
     ObfuscatorTrainConfig,
@@ -230,7 +230,7 @@ def test_eval_with_obfuscator_refuses_other_features(tiny_run, gender_target, tm
     shutil.copytree(gender_target, other)
     config = json.loads((other / "config.json").read_text())
     config["features"]["hop_length"] = 80
-    (other / "config.json").write_text(json.dumps(config))
+    write_config(other, config)  # a checkpoint made with other settings, sealed as such
     assert main(["eval", "--model", str(other), "--manifest", "x.csv", "--obfuscator",
                  str(out)]) == 2
     assert "hop_length: checkpoint 80, asked 160" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from optin.audio.features import FeatureConfig
 from optin.corpora import Manifest, ManifestError
 from optin.evaluation.verification import asv_pairings
 from optin.models.xvector import XVector, XVectorConfig
-from optin.training.checkpoint import CheckpointError
+from optin.training.checkpoint import CheckpointError, write_config
 from optin.training.xvector import (
     PRESETS,
     XVectorExtractor,
@@ -75,7 +75,7 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
     def variant(name: str, **changes) -> str:
         folder = tmp_path / name
         ext.save(folder)
-        (folder / "config.json").write_text(json.dumps({**config, **changes}))
+        write_config(folder, {**config, **changes})  # sealed: the deeper checks must refuse
         return str(folder)
 
     wider = variant("wider", architecture={**config["architecture"], "frame_channels": 32})

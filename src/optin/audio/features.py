@@ -18,10 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from optin.errors import ConfigError
+from optin.settings import Rule, at_least, between, check_fields
 
 FEATURE_VERSION = 1  # bump when the numbers the front-end produces change
 STD_FLOOR = 1e-5
@@ -38,10 +42,20 @@ class FeatureConfig:
     n_fft: int = 320
     win_length: int = 320
     hop_length: int = 160
-    window: str = "hamming"
-    volume: str = "rms"
+    window: Literal["hamming", "hann"] = "hamming"
+    volume: Literal["rms", "peak", "none"] = "rms"
     target_dbfs: float = -25.0
     normalize: bool = True  # per-utterance mean/std normalisation
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "sample_rate": at_least(1), "n_fft": at_least(2), "win_length": at_least(1),
+        "hop_length": at_least(1), "target_dbfs": between(-100, 0)}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.win_length > self.n_fft:
+            raise ConfigError(f"FeatureConfig.win_length: expected at most n_fft "
+                              f"({self.n_fft}), got {self.win_length}")
 
     @property
     def n_freq(self) -> int:
@@ -56,7 +70,7 @@ class FeatureConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown feature setting(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown feature setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
 
     def fingerprint(self) -> str:

@@ -13,6 +13,7 @@ loudest frame are "active"; the whole signal is scaled so their RMS is ``target_
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from optin.errors import OptinError
+from optin.errors import ConfigError, OptinError
+from optin.files import atomic_output
 
 SAMPLE_RATE = 16000
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
 SILENCE_DBFS = -90.0
+MAX_CLIPPED_SHARE = 0.1  # written audio with more samples at full scale is refused
+_SFE_SYSTEM = 2  # libsndfile's "System error." (an OS call failed)
 
 Normalization = Literal["rms", "peak", "none"]
 
@@ -153,7 +157,7 @@ def normalize_volume(
     if method == "peak":
         return (wave * (0.95 / peak)).astype(np.float32)
     if method != "rms":
-        raise ValueError(f"unknown normalisation '{method}' (rms, peak or none)")
+        raise ConfigError(f"unknown normalisation '{method}' (rms, peak or none)")
     frame = max(1, int(0.02 * sample_rate))
     n = len(wave) // frame
     if n >= 1:
@@ -187,15 +191,52 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write (N,) float audio as 16-bit PCM (WAV/FLAC by suffix), atomically."""
+    """Write (N,) float audio as 16-bit PCM (WAV/FLAC by suffix), atomically.
+
+    Raises:
+        AudioError: ``wave`` is not fit to write (see :func:`check_output_wave`).
+        OutputError: the file cannot be written (no space, no permission...).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    check_output_wave(wave, path)
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
-    sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16"
-             if fmt != "OGG" else "VORBIS", format=fmt)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        try:
+            sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, format=fmt,
+                     subtype="PCM_16" if fmt != "OGG" else "VORBIS")
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, path) from err
     return path
+
+
+def check_output_wave(wave: np.ndarray, name: str | os.PathLike) -> None:
+    """Refuse audio that would be garbage once written as PCM.
+
+    Refused: any NaN or infinite sample (PCM turns them into full-scale values), or more than
+    :data:`MAX_CLIPPED_SHARE` of the samples at or beyond full scale (|x| >= 1): clipped noise
+    or a DC offset, not a signal.
+
+    Raises:
+        AudioError: naming ``name`` and what is wrong.
+    """
+    wave = np.asarray(wave)
+    bad = int(np.size(wave) - np.isfinite(wave).sum())
+    if bad:
+        raise AudioError(f"{name}: refusing to write audio with {bad} NaN or infinite "
+                         f"sample(s) of {wave.size} (the model or its input is broken)")
+    clipped = int((np.abs(wave) >= 1.0).sum())
+    if clipped > MAX_CLIPPED_SHARE * wave.size:
+        raise AudioError(f"{name}: refusing to write clipped audio ({clipped} of {wave.size} "
+                         "samples at or beyond full scale; the model or its input is broken)")
+
+
+def soundfile_oserror(err: sf.LibsndfileError, path: str | os.PathLike) -> OSError:
+    """The OSError behind libsndfile's "System error.", naming ``path`` (cffi keeps the C
+    errno of the failed call); other libsndfile errors as EIO with their message."""
+    code = getattr(getattr(sf, "_ffi", None), "errno", 0) if err.code == _SFE_SYSTEM else 0
+    if code:
+        return OSError(code, os.strerror(code), str(path))
+    return OSError(errno.EIO, str(err), str(path))
 
 
 def _check_exists(path: Path) -> None:

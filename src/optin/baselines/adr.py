@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optin.errors import OptinError
+from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -77,29 +78,18 @@ class ADRConfig:
     min_reconstruction_drop: float = 0.25
     seed: int = 0
 
+    RANGES: ClassVar[dict[str, Rule]] = {
+        **{name: at_least(1) for name in ("input_dim", "latent_dim", "adversary_hidden",
+                                          "epochs", "batch_size", "classifier_epochs",
+                                          "classifier_batch_size")},
+        "lr": above(0), "classifier_lr": above(0), "adversary_lr": above(0),
+        "momentum": between(0, 1), "classifier_momentum": between(0, 1),
+        "inference_w": between(0, 1), "chance_margin": between(0, 1),
+        "min_reconstruction_drop": between(0, 1), "adversarial_weight": at_least(0),
+        "seed": at_least(0)}
+
     def __post_init__(self) -> None:
-        for name in ("input_dim", "latent_dim", "adversary_hidden", "epochs", "batch_size",
-                     "classifier_epochs", "classifier_batch_size", "seed"):
-            value = getattr(self, name)
-            minimum = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ADRInputError(f"ADRConfig.{name} must be an integer >= {minimum}, "
-                                    f"not {value!r}")
-        for name in ("lr", "classifier_lr", "adversary_lr"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and value > 0):
-                raise ADRInputError(f"ADRConfig.{name} must be a number > 0, not {value!r}")
-        for name in ("momentum", "classifier_momentum", "inference_w", "chance_margin",
-                     "min_reconstruction_drop"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-                raise ADRInputError(f"ADRConfig.{name} must lie in [0, 1], not {value!r}")
-        if not (isinstance(self.adversarial_weight, int | float) and self.adversarial_weight >= 0):
-            raise ADRInputError("ADRConfig.adversarial_weight must be a number >= 0 (0 logs the "
-                                f"adversary only), not {self.adversarial_weight!r}")
-        if not isinstance(self.reference_gradient, bool):
-            raise ADRInputError("ADRConfig.reference_gradient must be true or false, not "
-                                f"{self.reference_gradient!r}")
+        check_fields(self, ADRInputError)
 
     @property
     def effective_adversary_lr(self) -> float:

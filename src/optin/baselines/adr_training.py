@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,6 +48,8 @@ from optin.baselines.adr import (
     as_xvectors,
 )
 from optin.privacy.adversary import frozen
+from optin.training.checkpoint import load_state, save_state
+from optin.training.runs import SNAPSHOT_SECONDS, SnapshotTimer
 
 Log = Callable[[str], None]
 ValidData = tuple[Any, Any] | None
@@ -237,6 +240,8 @@ def train_adr(
     log: Log | None = None,
     attribute_name: str = "attribute",
     class_names: tuple[str, str] | None = None,
+    state_dir: Path | None = None,
+    snapshot_seconds: float = SNAPSHOT_SECONDS,
 ) -> tuple[ADR, dict[str, Any]]:
     """Train the attribute classifier, then the ADR; keep the epoch the selection rule picks.
 
@@ -247,6 +252,8 @@ def train_adr(
         config: sizes, optimisation and selection settings.
         valid: optional (x-vectors (M, D), labels (M,)) used for selection.
         log: called with one line per epoch.
+        state_dir: where to save the training state after an epoch once ``snapshot_seconds``
+            have passed since the last save; a state there is resumed (same inputs assumed).
 
     Returns:
         (ADR in eval mode, history). History: ``classifier`` (its epochs),
@@ -262,9 +269,15 @@ def train_adr(
                                   class_names)
     sel_x, sel_a = checked if checked is not None else (x, a)
     data = "validation" if valid is not None else "training"
-    classifier, classifier_history = train_attribute_classifier(
-        x, a, config, valid=(sel_x, sel_a) if valid is not None else None, log=log,
-        attribute_name=attribute_name, class_names=class_names)
+    saved = load_state(state_dir) if state_dir is not None else None
+    if saved is None:
+        classifier, classifier_history = train_attribute_classifier(
+            x, a, config, valid=(sel_x, sel_a) if valid is not None else None, log=log,
+            attribute_name=attribute_name, class_names=class_names)
+    else:  # resume: the classifier was trained before the snapshot
+        classifier = _seeded(config.seed, lambda: AttributeClassifier(config.input_dim))
+        classifier.load_state_dict(saved["classifier"])
+        classifier, classifier_history = classifier.eval(), saved["classifier_history"]
     with torch.no_grad():
         w_train = classifier(x)  # (N, 1): the classifier is frozen from here on
         w_sel = classifier(sel_x)  # (M, 1)
@@ -296,7 +309,19 @@ def train_adr(
     best: tuple[int, float, dict[str, Tensor]] | None = None
     last_good = (0, snapshot())
     diverged = None
-    for epoch in range(1, config.epochs + 1):
+    first = 1
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        adversary.network.load_state_dict(saved["adversary"])
+        optimizer.load_state_dict(saved["optimizer"])
+        adversary.optimizer.load_state_dict(saved["adversary_optimizer"])
+        generator.set_state(saved["generator"])
+        rows, best, last_good = saved["rows"], saved["best"], saved["last_good"]
+        first = rows[-1]["epoch"] + 1
+        if log is not None:
+            log(f"ADR: resuming at epoch {first}")
+    timer = SnapshotTimer(None, snapshot_seconds)
+    for epoch in range(first, config.epochs + 1):
         train = _train_epoch(model, adversary, optimizer, x, a, w_train, config, generator)
         row = row_for(epoch, train)
         rows.append(row)
@@ -310,6 +335,14 @@ def train_adr(
         qualifies = _distance_from_chance(row) <= config.chance_margin
         if qualifies and (best is None or row["sel_reconstruction"] < best[1]):
             best = (epoch, row["sel_reconstruction"], snapshot())
+        if state_dir is not None and timer.due(epoch, config.epochs):
+            save_state(state_dir, {
+                "classifier": classifier.state_dict(), "classifier_history": classifier_history,
+                "model": model.state_dict(), "adversary": adversary.network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "adversary_optimizer": adversary.optimizer.state_dict(),
+                "generator": generator.get_state(), "rows": rows, "best": best,
+                "last_good": last_good})
 
     selected, state = (best[0], best[2]) if best is not None else last_good
     model.load_state_dict(state)

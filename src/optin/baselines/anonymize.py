@@ -5,24 +5,26 @@ Audio files are written as ``OUT/<stem>.wav``. A manifest as input anonymizes ev
 ``path`` pointing at the anonymized audio, plus an ``alpha`` column (the McAdams coefficient
 used). Rows whose audio exists are reused, so a killed run resumes; ``OUT/anonymization.json``
 records the settings, and a rerun with other settings into the same folder is refused instead
-of mixing two anonymizations. Audio is read with ``load_audio`` (16 kHz, the usual volume
-normalisation) and written as 16-bit WAV at 16 kHz, peak 1 (the McAdams output scaling).
+of mixing two anonymizations (:func:`optin.files.claim_folder`). An output that would overwrite
+an input (the audio or the input manifest) is refused. Audio is read with ``load_audio``
+(16 kHz, the usual volume normalisation) and written as 16-bit WAV at 16 kHz, peak 1 (the
+McAdams output scaling).
 
 Files carry no speaker label: with ``per="speaker"`` each file counts as its own speaker.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from optin.audio.io import SAMPLE_RATE, load_audio, write_audio
 from optin.baselines.mcadams import McAdamsConfig, mcadams
 from optin.corpora.manifest import Manifest
+from optin.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: worker processes then load no torch
     from optin.privacy.corpus import BatchReport
@@ -51,9 +53,12 @@ class _FileTask:
     config: McAdamsConfig
     out: Path
 
+    def outputs(self, path: Path) -> list[Path]:
+        return [self.out / f"{path.stem}.wav"]
+
     def __call__(self, path: Path) -> None:
         alpha = self.config.alpha_for(path.stem, path.stem)
-        anonymize_file(path, self.out / f"{path.stem}.wav", alpha, self.config)
+        anonymize_file(path, self.outputs(path)[0], alpha, self.config)
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,13 @@ class _RowTask:
     config: McAdamsConfig
     out: Path
 
+    def outputs(self, name: str) -> list[Path]:
+        return [self.out / "audio" / f"{name}.wav"]
+
     def __call__(self, row: dict[str, str], source: Path, name: str
                  ) -> tuple[dict[str, str], bool]:
         alpha = self.config.alpha_for(row["speaker"], row["id"])
-        wav = self.out / "audio" / f"{name}.wav"
+        wav = self.outputs(name)[0]
         written = not wav.is_file()
         if written:
             anonymize_file(source, wav, alpha, self.config)
@@ -96,8 +104,9 @@ def anonymize_inputs(
         The report: counts written / reused / failed, and the new manifest's path.
 
     Raises:
-        ValueError: unknown method, a manifest mixed with files, duplicate file names, or an
-            output folder anonymized with other settings.
+        ConfigError: unknown method, a manifest mixed with files, duplicate file names.
+        OutputError: an output folder anonymized with other settings, or an output that
+            would overwrite an input.
         ManifestError, AudioError: unusable manifest, or audio with ``on_error="fail"``.
     """
     from optin.privacy.corpus import process_files, split_inputs
@@ -107,8 +116,9 @@ def anonymize_inputs(
     out = Path(out_dir)
     manifest_path, paths = split_inputs(inputs)
     if manifest_path is None:
-        return process_files(paths, _FileTask(config, out), _report(), progress, on_error,
-                             workers)
+        task = _FileTask(config, out)
+        return process_files(paths, task, _report(), progress, on_error, workers,
+                             outputs=task.outputs)
     return anonymize_manifest(Manifest.read(manifest_path), out, config, progress, on_error,
                               workers, method)
 
@@ -123,15 +133,16 @@ def anonymize_manifest(manifest: Manifest, out: str | os.PathLike,
     _check_method(method)
     config = config or McAdamsConfig()
     out = Path(out)
-    _claim_folder(out, {"method": method, "config": config.to_dict()})
-    return process_manifest(manifest, out, _RowTask(config, out.resolve()), ["alpha"],
-                            _report(), progress, on_error, workers)
+    task = _RowTask(config, out.resolve())
+    return process_manifest(manifest, out, task, ["alpha"], _report(), progress, on_error,
+                            workers, outputs=task.outputs,
+                            state=(STATE_FILE, {"method": method, "config": config.to_dict()}))
 
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise ValueError(f"method: unknown anonymization '{method}' (known: "
-                         f"{', '.join(METHODS)})")
+        raise ConfigError(f"method: unknown anonymization '{method}' (known: "
+                          f"{', '.join(METHODS)})")
 
 
 def _report() -> BatchReport:
@@ -139,32 +150,3 @@ def _report() -> BatchReport:
 
     return BatchReport(verb="anonymized", doing="anonymizing")
 
-
-def _claim_folder(out: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in ``out``; refuse a folder that holds another anonymization."""
-    state = out / STATE_FILE
-    if state.is_file():
-        try:
-            found = json.loads(state.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{state} cannot be read ({err}); remove it or choose another "
-                             "--out-dir") from err
-        if not isinstance(found, dict):
-            raise ValueError(f"{state} holds no anonymization settings; remove it or choose "
-                             "another --out-dir")
-        if found != settings:
-            old = {**found.get("config", {}), "method": found.get("method")}
-            new = {**settings["config"], "method": settings["method"]}
-            diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now"
-                             for k, v in new.items() if old.get(k) != v)
-            raise ValueError(f"{out} holds audio anonymized with other settings "
-                             f"({diff or found}); use the same settings to resume, "
-                             "or another --out-dir")
-        return
-    if (out / "audio").is_dir() and any((out / "audio").iterdir()):
-        raise ValueError(f"{out / 'audio'} holds files but {state} is missing, so their "
-                         "settings are unknown; choose an empty or new --out-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_name(f".{STATE_FILE}.tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, state)

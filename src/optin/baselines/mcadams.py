@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy.signal import get_window, lfilter
 
 from optin.audio.io import AudioError
+from optin.errors import ConfigError
+from optin.settings import Rule, at_least, between, check_fields
 
 ALPHA_MIN = 0.0  # exclusive
 ALPHA_MAX = 2.0  # inclusive; larger values send every pole above 1 rad to pi
+ALPHA_RANGE = between(ALPHA_MIN, ALPHA_MAX, low_open=True)
 FRAME_MS = 20.0
 HOP_MS = 10.0
 SILENT_ENERGY = 1e-20  # frames whose zero-lag autocorrelation is below this pass as silence
@@ -204,22 +207,16 @@ class McAdamsConfig:
     seed: int = 0
     lpc_order: int = 20
 
+    RANGES: ClassVar[dict[str, Rule]] = {"alpha": ALPHA_RANGE, "alpha_range": ALPHA_RANGE,
+                                         "lpc_order": at_least(1)}
+
     def __post_init__(self) -> None:
-        _check_alpha(self.alpha, "alpha")
+        check_fields(self)
         if self.alpha_range is not None:
-            if len(self.alpha_range) != 2:
-                raise ValueError(f"alpha_range: expected (low, high), got {self.alpha_range!r}")
             low, high = (float(v) for v in self.alpha_range)
-            _check_alpha(low, "alpha_range low")
-            _check_alpha(high, "alpha_range high")
             if low > high:
-                raise ValueError(f"alpha_range: low {low} is above high {high}")
+                raise ConfigError(f"McAdamsConfig.alpha_range: low {low} is above high {high}")
             object.__setattr__(self, "alpha_range", (low, high))
-        if self.per not in ("speaker", "utterance"):
-            raise ValueError(f"per: expected 'speaker' or 'utterance', got {self.per!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
-        _check_order(self.lpc_order)
 
     def alpha_for(self, speaker: str, utterance: str) -> float:
         """The coefficient of one utterance of ``speaker`` (ids as in the manifest)."""
@@ -241,7 +238,7 @@ class McAdamsConfig:
         """Rebuild from ``to_dict``; unknown keys are an error that names them."""
         unknown = sorted(set(data) - {"alpha", "alpha_range", "per", "seed", "lpc_order"})
         if unknown:
-            raise ValueError(f"McAdams config: unknown field(s) {', '.join(unknown)}")
+            raise ConfigError(f"McAdams config: unknown field(s) {', '.join(unknown)}")
         values = dict(data)
         if values.get("alpha_range") is not None:
             values["alpha_range"] = tuple(values["alpha_range"])

@@ -9,12 +9,11 @@ the CSV's folder) or absolute. Gender values m/f/male/female (any case) become m
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path, PurePath
 
 from optin.corpora.importing import ImportReport, OnError, finish_import
-from optin.corpora.manifest import Manifest, ManifestError
+from optin.corpora.manifest import Manifest, ManifestError, read_csv_table
 from optin.corpora.splits import Protocol, assign_split
 
 GENDERS: dict[str, str] = {"f": "female", "female": "female", "m": "male", "male": "male"}
@@ -25,22 +24,17 @@ def read_mapped_csv(src_csv: str | os.PathLike, columns: dict[str, str] | None =
     """Rows of ``src_csv`` renamed to manifest columns (values stripped, ids made if absent).
 
     Raises:
-        ManifestError: the file is missing or empty, a mapped column is not in it, it has no
-            path or speaker column, a kept column clashes with a mapped one, or a row has more
-            fields than the header or an empty path or speaker.
+        ManifestError: the file is missing, empty or not UTF-8, a column name repeats, a mapped
+            column is not in it, it has no path or speaker column, a kept column clashes with a
+            mapped one, or a row has more or fewer fields than the header or an empty path or
+            speaker.
     """
     src_csv = Path(src_csv)
     if not src_csv.is_file():
         raise ManifestError(f"CSV file {src_csv} does not exist")
-    with open(src_csv, newline="", encoding="utf-8-sig") as fh:
-        lines = list(csv.reader(fh))
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if any(c.strip() for c in line)]
-    if not numbered:
+    header, numbered = read_csv_table(src_csv, "CSV file")
+    if not header:
         raise ManifestError(f"CSV file {src_csv} is empty: expected a header row")
-    header = [name.strip() for name in numbered[0][1]]
-    if len(set(header)) != len(header):
-        doubled = sorted({h for h in header if header.count(h) > 1})
-        raise ManifestError(f"{src_csv}: column name(s) {', '.join(doubled)} appear twice")
 
     mapping = dict(columns or {})
     for target, source in mapping.items():
@@ -64,11 +58,8 @@ def read_mapped_csv(src_csv: str | os.PathLike, columns: dict[str, str] | None =
                             "rename them in the CSV or map them too")
 
     rows: list[dict[str, str]] = []
-    for number, line in numbered[1:]:
-        if len(line) > len(header):
-            raise ManifestError(f"{src_csv}, line {number}: {len(line)} fields for "
-                                f"{len(header)} columns")
-        values = dict(zip(header, [c.strip() for c in line] + [""] * len(header), strict=False))
+    for number, line in numbered:
+        values = dict(zip(header, line, strict=True))
         row = {target: values[source] for target, source in mapping.items()}
         row.update({h: values[h] for h in kept})
         for target in ("path", "speaker"):

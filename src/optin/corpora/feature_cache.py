@@ -11,7 +11,6 @@ so stale entries are never read. Files are loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from optin.audio.features import FeatureConfig, Spectrogram, SpectrogramFrontEnd, spectrogram
 from optin.audio.io import AudioError, load_audio
 from optin.corpora.manifest import Manifest
+from optin.files import atomic_output, write_json
 
 DEFAULT_CACHE_DIRNAME = ".optin_cache"
 
@@ -101,9 +101,7 @@ class FeatureCache:
 
         start = time.perf_counter()
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "settings.json").write_text(
-            json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
-        )
+        write_json(self.dir / "settings.json", self.config.to_dict(), sort_keys=True)
         report = CacheReport()
         todo: list[tuple[str, str, str]] = []
         for row in manifest.rows:
@@ -181,12 +179,10 @@ def _compute_chunk(chunk: Sequence[tuple[str, str, str]], config: dict
 
 
 def _write_entry(entry: Path, spec: Spectrogram) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, features=spec.features.numpy().astype(np.float32),
-             mean=np.float64(spec.mean), std=np.float64(spec.std),
-             n_samples=np.int64(spec.n_samples))
-    os.replace(tmp, entry)
+    with atomic_output(entry, suffix=".npz") as tmp:
+        np.savez(tmp, features=spec.features.numpy().astype(np.float32),
+                 mean=np.float64(spec.mean), std=np.float64(spec.std),
+                 n_samples=np.int64(spec.n_samples))
 
 
 def _read_entry(entry: Path) -> Spectrogram:

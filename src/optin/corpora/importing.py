@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from optin.audio import AudioError, audio_info
 from optin.corpora.manifest import Manifest, ManifestError
+from optin.errors import ConfigError
 
 OnError = Literal["fail", "skip"]
 
@@ -78,7 +79,7 @@ def check_audio_files(
         AudioError: the first unreadable file, when ``on_error == "fail"``.
     """
     if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        raise ConfigError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
 
     def probe(row: dict[str, str]) -> tuple[dict[str, str], str | None]:
         try:

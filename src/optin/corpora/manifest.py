@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optin.errors import OptinError
+from optin.files import atomic_output
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "path", "speaker")
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -80,16 +82,11 @@ class Manifest:
         path = Path(path)
         if not path.is_file():
             raise ManifestError(f"manifest {path} does not exist")
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise ManifestError(f"manifest {path} is empty: expected a header row with "
-                                    f"columns {', '.join(REQUIRED_COLUMNS)}")
-            header = [name.strip() for name in reader.fieldnames]
-            rows = [
-                {h: (v or "").strip() for h, v in zip(header, raw.values(), strict=False)}
-                for raw in reader
-            ]
+        header, lines = read_csv_table(path, "manifest")
+        if not header:
+            raise ManifestError(f"manifest {path} is empty: expected a header row with "
+                                f"columns {', '.join(REQUIRED_COLUMNS)}")
+        rows = [dict(zip(header, fields, strict=True)) for _, fields in lines]
         manifest = cls(rows=rows, columns=header, root=path.parent.resolve(), source=path)
         manifest.validate(check_files=check_files)
         return manifest
@@ -100,17 +97,14 @@ class Manifest:
         The file is written atomically (temporary file, then rename).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         new_root = path.parent.resolve()
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, lineterminator="\n")
             writer.writeheader()
             for row in self.rows:
                 out = dict(row)
                 out["path"] = relative_path(self.audio_path(row), new_root)
                 writer.writerow(out)
-        os.replace(tmp, path)
         return path
 
     def validate(self, check_files: bool = True) -> None:
@@ -224,6 +218,48 @@ class Manifest:
         rows = [dict(r, **{name: str(v)}) for r, v in zip(self.rows, values, strict=True)]
         cols = self.columns if name in self.columns else [*self.columns, name]
         return Manifest(rows=rows, columns=cols, root=self.root, source=self.source)
+
+
+def read_csv_table(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the (line number, fields) of every non-blank row of a UTF-8 CSV file (a
+    byte-order mark is allowed), names and fields stripped; ``([], [])`` for an empty file.
+
+    Raises:
+        ManifestError: naming ``what``, the file and the line: bytes that are not UTF-8, a
+            malformed row, an empty or repeated column name, a row with more or fewer fields
+            than the header (a truncated row would otherwise read as blank labels).
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{what} {path}, line {line}: byte 0x{data[err.start]:02x} is not "
+                            "UTF-8 text; save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for raw in reader:
+            fields = [f.strip() for f in raw]
+            if not any(fields):
+                continue
+            if not header:
+                header = fields
+                doubled = sorted({h for h in header if header.count(h) > 1})
+                if doubled or not all(header):
+                    problem = (f"column name(s) {', '.join(doubled)} appear twice" if doubled
+                               else f"column {header.index('') + 1} has no name")
+                    raise ManifestError(f"{what} {path}, line {reader.line_num}: {problem}")
+            elif len(fields) != len(header):
+                raise ManifestError(
+                    f"{what} {path}, line {reader.line_num}: {len(fields)} fields for "
+                    f"{len(header)} columns ({', '.join(header)})")
+            else:
+                rows.append((reader.line_num, fields))
+    except csv.Error as err:
+        raise ManifestError(f"{what} {path}, line {reader.line_num}: {err}") from None
+    return header, rows
 
 
 def order_columns(columns: Iterable[str]) -> list[str]:

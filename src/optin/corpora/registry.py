@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from optin.corpora.importing import ImportReport, OnError
+from optin.errors import ConfigError
 
 CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "emodb", "librispeech", "voxceleb2", "csv")
 
@@ -28,7 +29,7 @@ def import_corpus(
     src = Path(src)
     common = {"out": out, "on_error": on_error, "seed": seed, "progress": progress}
     if corpus != "csv" and (columns or audio_root or protocol):
-        raise ValueError("--map, --audio-root and --protocol apply to the csv importer only")
+        raise ConfigError("--map, --audio-root and --protocol apply to the csv importer only")
     if corpus == "ravdess":
         from optin.corpora.ravdess import prepare_ravdess
 
@@ -54,4 +55,4 @@ def import_corpus(
 
         return prepare_csv(src, columns=columns, audio_root=audio_root, protocol=protocol,
                            **common)
-    raise ValueError(f"unknown corpus '{corpus}'; choose one of {', '.join(CORPORA)}")
+    raise ConfigError(f"unknown corpus '{corpus}'; choose one of {', '.join(CORPORA)}")

@@ -52,6 +52,9 @@ from optin.corpora.espeak import ESpeak, Utterance
 from optin.corpora.importing import ImportReport
 from optin.corpora.manifest import Manifest, ManifestError
 from optin.corpora.splits import assign_split
+from optin.errors import ConfigError
+from optin.files import write_json, write_text
+from optin.settings import Rule, at_least, between
 
 SYNTH_VERSION = 1  # bump when the output of a given configuration changes
 STATE_FILE = ".synth_state.json"
@@ -105,6 +108,11 @@ SENTENCES: tuple[str, ...] = (
 
 DEFAULT_SPEAKERS, DEFAULT_SENTENCES = 24, 10
 QUICK_SPEAKERS, QUICK_SENTENCES = 8, 6
+MAX_SPEAKERS = 2 * len(ACCENTS) * min(len(FEMALE_VARIANTS), len(MALE_VARIANTS))
+# the valid values of synthesize_corpus's options (experiment configs check them at load time)
+SYNTH_RANGES: dict[str, Rule] = {"speakers": between(2, MAX_SPEAKERS),
+                                 "sentences": between(1, len(SENTENCES)),
+                                 "seed": at_least(0), "workers": at_least(1)}
 
 TRIM_MARGIN_S = 0.05
 TRIM_THRESHOLD_DB = -45.0
@@ -211,9 +219,9 @@ def plan_speakers(n_speakers: int, seed: int = 0) -> list[Speaker]:
         ValueError: fewer than 2 speakers, or more than the distinct voices available.
     """
     n_female, n_male = (n_speakers + 1) // 2, n_speakers // 2
-    limit = 2 * len(ACCENTS) * min(len(FEMALE_VARIANTS), len(MALE_VARIANTS))
+    limit = MAX_SPEAKERS
     if not 2 <= n_speakers <= limit:
-        raise ValueError(f"speakers must be between 2 and {limit}, not {n_speakers}")
+        raise ConfigError(f"speakers must be between 2 and {limit}, not {n_speakers}")
     rng = np.random.default_rng(derive_seed(seed, "speakers"))
     by_gender: dict[str, list[Speaker]] = {}
     for gender, pool, count, (lo, hi) in (("female", FEMALE_VARIANTS, n_female, FEMALE_PITCH),
@@ -249,7 +257,7 @@ def plan_clips(n_speakers: int, n_sentences: int, seed: int = 0) -> list[Clip]:
         ValueError: a bad number of speakers or sentences.
     """
     if not 1 <= n_sentences <= len(SENTENCES):
-        raise ValueError(f"sentences must be between 1 and {len(SENTENCES)}, not {n_sentences}")
+        raise ConfigError(f"sentences must be between 1 and {len(SENTENCES)}, not {n_sentences}")
     clips = []
     for spk in plan_speakers(n_speakers, seed):
         for style in EMOTIONS:
@@ -444,7 +452,7 @@ def synthesize_corpus(
     manifest = Manifest(rows=rows, columns=list(rows[0]), root=out.resolve())
     manifest = assign_split(manifest, "same-speakers", seed=seed)
     csv_path = manifest.write(out / MANIFEST_NAME)
-    (out / "README.txt").write_text(_readme(config, clips, durations), encoding="utf-8")
+    write_text(out / "README.txt", _readme(config, clips, durations))
     return ImportReport(manifest=Manifest.read(csv_path), out=csv_path)
 
 
@@ -497,10 +505,7 @@ def _claim_folder(out: Path, config: dict) -> None:
                 "use the same settings to resume, or another folder"
             )
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_name(STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, state_path)
+    write_json(state_path, wanted, sort_keys=True)
 
 
 def _existing_frames(path: Path) -> int:

@@ -38,6 +38,7 @@ import torch
 from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
 from optin.deploy.flops import conv_flops
 from optin.deploy.graphs import FeatureGraph, FrontEndGraph
+from optin.errors import ConfigError
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import Obfuscator
 
@@ -58,7 +59,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     before = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     try:
         yield
@@ -223,17 +224,17 @@ def bench(
     """
     chosen = list(BACKENDS) if backend == "all" else [backend]
     if any(b not in BACKENDS for b in chosen):
-        raise ValueError(f"unknown backend '{backend}' (one of {', '.join(BACKENDS)}, all)")
+        raise ConfigError(f"unknown backend '{backend}' (one of {', '.join(BACKENDS)}, all)")
     for name, value in (("batch", batch), ("repeats", repeats)):
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise ConfigError(f"{name} must be >= 1, got {value}")
     if warmup < 0 or seconds <= 0:
-        raise ValueError(f"need warmup >= 0 and seconds > 0, got {warmup}, {seconds}")
+        raise ConfigError(f"need warmup >= 0 and seconds > 0, got {warmup}, {seconds}")
     if device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device '{device}' (cpu or cuda)")
+        raise ConfigError(f"unknown device '{device}' (cpu or cuda)")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: PyTorch sees no CUDA GPU here")
+        raise ConfigError("--device cuda: PyTorch sees no CUDA GPU here")
     if model is None:
         obfuscator = Obfuscator(Generator(GeneratorConfig.obfuscator()), FeatureConfig())
         name = UNTRAINED
@@ -244,7 +245,7 @@ def bench(
     cfg = obfuscator.features
     audio = batch * seconds
     if round(seconds * cfg.sample_rate) <= cfg.n_fft // 2:
-        raise ValueError(f"seconds={seconds} is too short for the front-end")
+        raise ConfigError(f"seconds={seconds} is too short for the front-end")
 
     from optin.deploy.export import probe_input
 

@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,8 @@ from optin import __version__
 from optin.audio.features import FeatureConfig
 from optin.corpora.manifest import Manifest
 from optin.deploy.graphs import FeatureGraph, FrontEndGraph
+from optin.errors import ConfigError
+from optin.files import write_bytes
 from optin.models.cyclegan_vc2 import Generator
 from optin.privacy.obfuscator import OBFUSCATOR_KIND, Obfuscator
 
@@ -273,7 +274,7 @@ def export_onnx(
     obfuscator, source = resolve_obfuscator(model)
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".onnx":
-        raise ValueError(f"{out_path}: the output file should end in .onnx")
+        raise ConfigError(f"{out_path}: the output file should end in .onnx")
     graph = "wave" if include_frontend else "features"
     quantization, described = "none (float32)", None
     if int8:  # calibration first: a missing manifest fails before the slow export
@@ -295,11 +296,7 @@ def export_onnx(
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out_path.parent, suffix=".onnx.tmp",
-                                     delete=False) as tmp:
-        tmp.write(proto.SerializeToString())
-    os.replace(tmp.name, out_path)
+    write_bytes(out_path, proto.SerializeToString())
     report = ExportReport(
         path=out_path, graph=graph,
         inputs={v.name: _shape(v) for v in proto.graph.input},

@@ -43,6 +43,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from optin.audio.features import FeatureConfig
 from optin.corpora.feature_cache import compute_features
 from optin.corpora.manifest import Manifest, ManifestError
+from optin.errors import ConfigError
 from optin.privacy.obfuscator import Obfuscator
 
 LAYERS = ("spatial", "all")
@@ -106,9 +107,9 @@ def calibration_inputs(calibration: str | os.PathLike | Manifest | Sequence[np.n
     if calibration is None:
         named = (obfuscator.config.get("provenance") or {}).get("manifest")
         if not named or not Path(named).is_file():
-            raise ValueError("int8 export needs calibration data: pass a manifest "
-                             "(--calibration MANIFEST); the obfuscator's checkpoint names "
-                             + (f"'{named}', which does not exist" if named else "none"))
+            raise ConfigError("int8 export needs calibration data: pass a manifest "
+                              "(--calibration MANIFEST); the obfuscator's checkpoint names "
+                              + (f"'{named}', which does not exist" if named else "none"))
         calibration = named
     if isinstance(calibration, str | os.PathLike | Manifest):
         arrays = manifest_calibration(calibration, obfuscator.features, utterances)
@@ -118,9 +119,9 @@ def calibration_inputs(calibration: str | os.PathLike | Manifest | Sequence[np.n
     n_freq = obfuscator.features.n_freq
     for i, x in enumerate(arrays):
         if x.ndim != 3 or x.shape[:2] != (1, n_freq):
-            raise ValueError(f"calibration array {i}: expected (1, {n_freq}, T), got {x.shape}")
+            raise ConfigError(f"calibration array {i}: expected (1, {n_freq}, T), got {x.shape}")
     if not arrays:
-        raise ValueError("calibration: no arrays given")
+        raise ConfigError("calibration: no arrays given")
     return arrays, f"{len(arrays)} given feature arrays"
 
 
@@ -146,7 +147,7 @@ def quantize_features_model(model: onnx.ModelProto, inputs: Sequence[np.ndarray]
     """Static int8 (QDQ) version of a float32 features graph, calibrated on ``inputs``;
     ``layers`` picks the convolutions (see the module docstring)."""
     if layers not in LAYERS:
-        raise ValueError(f"int8 layers must be one of {', '.join(LAYERS)}, got '{layers}'")
+        raise ConfigError(f"int8 layers must be one of {', '.join(LAYERS)}, got '{layers}'")
     with tempfile.TemporaryDirectory() as tmp:
         plain, prepared, quantized = (Path(tmp) / n for n in ("f32.onnx", "pre.onnx",
                                                                "int8.onnx"))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from optin.audio.features import FeatureConfig
-from optin.errors import OptinError
+from optin.errors import ConfigError, OptinError
 
 _state = ort.capi.onnxruntime_pybind11_state
 # What InferenceSession raises for a file it cannot use (they derive from Exception only).
@@ -31,14 +31,14 @@ def providers_for(device: str) -> list[str | tuple[str, dict[str, int]]]:
     if device.startswith("cuda"):
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" not in available:
-            raise ValueError(
+            raise ConfigError(
                 "this onnxruntime has no CUDAExecutionProvider (it has "
                 f"{', '.join(available)}): install onnxruntime-gpu, or use the torch backend "
                 "for --device cuda"
             )
         index = int(device.split(":")[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    raise ValueError(f"unknown device '{device}' (cpu or cuda)")
+    raise ConfigError(f"unknown device '{device}' (cpu or cuda)")
 
 
 def make_session(model: str | os.PathLike | bytes, threads: int | None = None,
@@ -50,7 +50,7 @@ def make_session(model: str | os.PathLike | bytes, threads: int | None = None,
     options.log_severity_level = 3  # errors only
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise ConfigError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     source = model if isinstance(model, bytes) else str(model)
@@ -80,7 +80,7 @@ class OnnxObfuscator:
         """Open an ``.onnx`` file written by :func:`optin.deploy.export.export_onnx`."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX file")
+            raise OnnxModelError(f"{path}: no such ONNX file")
         try:
             session = make_session(path, threads, device)
         except LOAD_ERRORS as err:
@@ -92,8 +92,8 @@ class OnnxObfuscator:
         mean ``(B,)``, std ``(B,)``]; features ``(B, F, T)`` -> [obfuscated ``(B, F, T)``]."""
         expected = 2 if self.graph == "wave" else 3
         if x.ndim != expected:
-            raise ValueError(f"{self.name}: the {self.graph} graph takes a {expected}-D input "
-                             f"({self.metadata.get('input')}), got shape {x.shape}")
+            raise OnnxModelError(f"{self.name}: the {self.graph} graph takes a {expected}-D input "
+                                 f"({self.metadata.get('input')}), got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         return self.session.run(self.output_names, {self.input_name: x})
 
@@ -101,8 +101,8 @@ class OnnxObfuscator:
         """(F, T) or (B, F, T) normalised features -> obfuscated (features graph only); the
         same contract as :meth:`optin.privacy.obfuscator.Obfuscator.obfuscate_features`."""
         if self.graph != "features":
-            raise ValueError(f"{self.name}: is a wave graph; export with "
-                             "include_frontend=False to obfuscate features")
+            raise OnnxModelError(f"{self.name}: is a wave graph; export with "
+                                 "include_frontend=False to obfuscate features")
         single = features.ndim == 2
         x = features[None] if single else features
         out = self.run_arrays(x.detach().cpu().float().numpy())[0]

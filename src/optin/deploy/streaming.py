@@ -51,6 +51,7 @@ out to a WAV/FLAC file or raw PCM. Other rates are resampled piece by piece (sox
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -67,9 +68,10 @@ import torch
 from torch import Tensor
 
 from optin.audio.features import STD_FLOOR, features_to_magnitude, make_window
-from optin.audio.io import load_audio
+from optin.audio.io import check_output_wave, load_audio, soundfile_oserror
 from optin.deploy.receptive_field import ReceptiveField, receptive_field
-from optin.errors import OptinError
+from optin.errors import ConfigError, OptinError
+from optin.files import atomic_output, refuse_overwrite
 from optin.models.cyclegan_vc2 import DOWNSAMPLE_FACTOR
 from optin.privacy.obfuscator import Obfuscator
 
@@ -178,18 +180,18 @@ class StreamingObfuscator:
         self.hop = cfg.hop_length
         self.hop_ms = 1000.0 * cfg.hop_length / cfg.sample_rate
         if cfg.n_fft != cfg.win_length or cfg.n_fft != 2 * cfg.hop_length:
-            raise ValueError("streaming needs n_fft == win_length == 2 * hop_length, got "
-                             f"{cfg.n_fft}, {cfg.win_length}, {cfg.hop_length}")
+            raise ConfigError("streaming needs n_fft == win_length == 2 * hop_length, got "
+                              f"{cfg.n_fft}, {cfg.win_length}, {cfg.hop_length}")
         if chunk_ms <= 0:
-            raise ValueError(f"chunk_ms must be > 0, got {chunk_ms}")
+            raise ConfigError(f"chunk_ms must be > 0, got {chunk_ms}")
         if phase not in ("input", "griffin-lim"):
-            raise ValueError(f"phase must be 'input' or 'griffin-lim', got {phase!r}")
+            raise ConfigError(f"phase must be 'input' or 'griffin-lim', got {phase!r}")
         if griffin_lim_iters < 1:
-            raise ValueError(f"griffin_lim_iters must be >= 1, got {griffin_lim_iters}")
+            raise ConfigError(f"griffin_lim_iters must be >= 1, got {griffin_lim_iters}")
         if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
+            raise ConfigError("give both mean and std, or neither")
         if std is not None and std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
+            raise ConfigError(f"std must be > 0, got {std}")
         self.phase: PhaseMode = phase
         self.griffin_lim_iters = griffin_lim_iters
         self.receptive_field: ReceptiveField = receptive_field(obfuscator.network)
@@ -200,7 +202,7 @@ class StreamingObfuscator:
         if lookahead_ms is not None:
             wanted = math.ceil(lookahead_ms / self.hop_ms - 1e-9)
             if wanted < rf.right:
-                raise ValueError(
+                raise ConfigError(
                     f"lookahead_ms={lookahead_ms} is shorter than the network's receptive "
                     f"field ({rf.right} frames = {rf.right * self.hop_ms:g} ms ahead)")
             self.lookahead_frames = _round_up(wanted, q)
@@ -567,8 +569,8 @@ class LiveInputError(OptinError, ValueError):
 def pcm16_to_float(data: bytes) -> np.ndarray:
     """Signed 16-bit little-endian bytes -> (n,) float32 in [-1, 1)."""
     if len(data) % 2:
-        raise ValueError(f"raw PCM input has an odd number of bytes ({len(data)}): "
-                         "expected 16-bit samples")
+        raise StreamError(f"raw PCM input has an odd number of bytes ({len(data)}): "
+                          "expected 16-bit samples")
     return (np.frombuffer(data, dtype="<i2").astype(np.float32) / PCM_SCALE)
 
 
@@ -591,7 +593,7 @@ def pcm_source(stream: BinaryIO, piece: int) -> Iterator[np.ndarray]:
         if cut:
             yield pcm16_to_float(data[:cut])
     if carry:
-        raise ValueError("raw PCM input ended inside a sample (odd number of bytes)")
+        raise StreamError("raw PCM input ended inside a sample (odd number of bytes)")
 
 
 def file_source(path: str | os.PathLike, streamer: StreamingObfuscator, piece: int
@@ -657,7 +659,8 @@ class StreamReport:
 
 def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
                sink: Callable[[np.ndarray], None], rate_in: int | None = None,
-               rate_out: int | None = None, stop_on_interrupt: bool = False) -> StreamReport:
+               rate_out: int | None = None, stop_on_interrupt: bool = False,
+               name: str = "stream output") -> StreamReport:
     """Push every piece of ``source`` through ``streamer``, flush, and give the audio to
     ``sink`` as it becomes final.
 
@@ -665,6 +668,11 @@ def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
         source: (n,) float32 pieces at ``rate_in`` (default: the obfuscator's rate).
         sink: called with (m,) float32 pieces at ``rate_out`` (default: the obfuscator's rate).
         stop_on_interrupt: Ctrl-C ends the input (live sources) instead of the run.
+        name: how errors call the output.
+
+    Raises:
+        AudioError: a piece is not fit to write (NaN, or mostly clipped: see
+            :func:`optin.audio.io.check_output_wave`); it is refused before ``sink`` sees it.
     """
     rate = streamer.features.sample_rate
     rate_in, rate_out = rate_in or rate, rate_out or rate
@@ -675,6 +683,7 @@ def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
     def emit(wave: np.ndarray) -> None:
         nonlocal n_out
         if len(wave):
+            check_output_wave(wave, name)
             sink(wave)
             n_out += len(wave)
 
@@ -691,27 +700,42 @@ def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
 
 
 class WavSink:
-    """Write 16-bit PCM WAV/FLAC incrementally to a temporary file; ``close`` renames it."""
+    """Write 16-bit PCM incrementally to ``path`` (in the format ``fmt``: WAV or FLAC).
 
-    def __init__(self, path: str | os.PathLike, rate: int) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fmt = "FLAC" if self.path.suffix.lower() == ".flac" else "WAV"
-        self.file = sf.SoundFile(str(self.tmp), "w", samplerate=rate, channels=1,
-                                 subtype="PCM_16", format=fmt)
+    ``stream_command`` gives it the temporary file of :func:`optin.files.atomic_output`;
+    libsndfile's errors come out as the OSError behind them, naming ``name``.
+    """
+
+    def __init__(self, path: str | os.PathLike, rate: int, fmt: str = "WAV",
+                 name: str | os.PathLike | None = None) -> None:
+        self.name = name or path
+        try:
+            self.file = sf.SoundFile(str(path), "w", samplerate=rate, channels=1,
+                                     subtype="PCM_16", format=fmt)
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
 
     def __call__(self, wave: np.ndarray) -> None:
-        self.file.write(np.clip(wave, -1.0, 1.0))
+        try:
+            self.file.write(np.clip(wave, -1.0, 1.0))
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
 
-    def close(self) -> Path:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
 
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+    def __enter__(self) -> WavSink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # the first error is the one to report
+            with contextlib.suppress(Exception):
+                self.close()
 
 
 def pcm_sink(stream: BinaryIO) -> Callable[[np.ndarray], None]:
@@ -737,7 +761,9 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     if rate <= 0:
-        raise ValueError(f"--rate must be > 0, got {rate}")
+        raise ConfigError(f"--rate must be > 0, got {rate}")
+    if source not in ("-", "mic") and output != "-":
+        refuse_overwrite([Path(source)], [Path(output)], option="--output")
     streamer = StreamingObfuscator(Obfuscator.load(model), chunk_ms=chunk_ms,
                                    window_ms=window_ms, phase=phase)  # type: ignore[arg-type]
     feature_rate = streamer.features.sample_rate
@@ -759,14 +785,11 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
         sink: Callable[[np.ndarray], None] = pcm_sink(stdout or sys.stdout.buffer)
         report = run_stream(streamer, frames, sink, rate_in, rate, stop_on_interrupt=live)
     else:
-        wav = WavSink(output, feature_rate)
-        try:
+        fmt = "FLAC" if Path(output).suffix.lower() == ".flac" else "WAV"
+        with atomic_output(output) as tmp, WavSink(tmp, feature_rate, fmt, name=output) as wav:
             report = run_stream(streamer, frames, wav, rate_in, feature_rate,
-                                stop_on_interrupt=live)
-        except BaseException:
-            wav.abort()
-            raise
-        log(f"wrote {wav.close()}")
+                                stop_on_interrupt=live, name=output)
+        log(f"wrote {output}")
     log(f"stream: {report.seconds_in:.2f} s in, {report.seconds_out:.2f} s out, "
         f"{report.wall_seconds:.2f} s wall (real-time factor {report.real_time_factor:.2f})")
     return report

@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from optin.corpora.manifest import Manifest
+from optin.errors import ConfigError
 from optin.evaluation.systems import key_of
+from optin.settings import OneOf, Rule, at_least, between, check_fields
 from optin.training import classifier as ds2
 from optin.training import xvector as xv
 
@@ -63,19 +65,16 @@ class AttackerSettings:
     patience: int | None = None
     strength_margin: float = 0.02
 
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "families": OneOf(ATTACKER_FAMILIES), "epochs": at_least(1), "patience": at_least(1),
+        "strength_margin": between(0, 1, high_open=True)}
+
     def __post_init__(self) -> None:
-        families = tuple(self.families)
-        object.__setattr__(self, "families", families)
-        unknown = [f for f in families if f not in ATTACKER_FAMILIES]
-        if not families or unknown:
-            raise ValueError(f"families must be a non-empty list of {', '.join(ATTACKER_FAMILIES)}"
-                             + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-        for name in ("epochs", "patience"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.strength_margin < 1:
-            raise ValueError(f"strength_margin must be in [0, 1), got {self.strength_margin}")
+        object.__setattr__(self, "families", tuple(self.families))
+        check_fields(self)
+        if not self.families:
+            raise ConfigError("AttackerSettings.families: expected at least one of "
+                              f"{', '.join(ATTACKER_FAMILIES)}, got none")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackerSettings:

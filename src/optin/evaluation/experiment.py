@@ -29,6 +29,12 @@ A config (see ``configs/``)::
     sweep: {lambda_p: [0.3, 3.0]}       # optional: extra opt-in systems, one per value of an
                                         # obfuscator option (the privacy-utility frontier)
 
+The whole config is checked when it is read, before anything is written: every key known, every
+value of its annotated type and range, ``name`` a plain file name, a key given twice in the YAML
+refused, and each section checked against the class it configures (derived from its fields, so
+a new field is checked without a change here); errors are ``ExperimentError("<file>: <field
+path>: <what>")``.
+
 Every trained model lives under ``OUT/models/<kind>-<key>`` where the key hashes its settings,
 its data fingerprint and what it depends on (e.g. the target's weights), so a rerun skips what is
 done, another experiment reuses what it shares, and a killed run resumes inside the model it was
@@ -43,20 +49,21 @@ import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 import yaml
 
 from optin import __version__
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
-from optin.corpora.splits import assign_split
+from optin.corpora.splits import PROTOCOLS, assign_split
 from optin.errors import OptinError
 from optin.evaluation.attacker_families import (
     AttackerSettings,
@@ -68,9 +75,12 @@ from optin.evaluation.attacker_families import (
 from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
 from optin.evaluation.systems import SYSTEMS, SystemContext, key_of
 from optin.evaluation.vector_world import SeedVectors, run_adr
+from optin.settings import FileName, OneOf, Rule, Setting, at_least, check_options, settings_of
 from optin.training.checkpoint import write_json
 from optin.training.classifier import (
+    PRESETS,
     Classifier,
+    ClassifierTrainConfig,
     evaluate_classifier,
     preset_config,
     train_classifier,
@@ -78,10 +88,6 @@ from optin.training.classifier import (
 from optin.training.data import FeatureStore
 from optin.training.obfuscator import obfuscator_preset
 
-REQUIRED = ("name", "data", "permitted", "attacked")
-SECTIONS = ("classifier", "obfuscator", "mcadams", "adr", "xvector", "attackers")
-KNOWN = (*REQUIRED, "title", "figure", "corpus", "protocol", "split_seed", "systems", "preset",
-         "seeds", "verification", "sweep", *SECTIONS)
 SWEPT_SYSTEM = "opt-in"  # the system a sweep varies (its options section: obfuscator)
 
 
@@ -89,9 +95,71 @@ class ExperimentError(OptinError, ValueError):
     """A config that cannot run; the message names the file and the field."""
 
 
+@dataclass(frozen=True)
+class Section:
+    """An options section of the config: the settings it accepts, derived from the class it
+    configures (less what the experiment sets itself), and how to build that class from the
+    options and the top-level values (so its own cross-field checks run at load time)."""
+
+    settings: dict[str, Setting]
+    build: Callable[[dict[str, Any], dict[str, Any]], object]
+
+
+def _adr_section() -> Section:
+    from optin.baselines.adr import ADR_PRESETS, ADRConfig, adr_preset
+
+    extra = {"protect": Setting("protect", str),
+             "preset": Setting("preset", str, OneOf(tuple(ADR_PRESETS)))}
+
+    def build(options: dict[str, Any], top: dict[str, Any]) -> object:
+        rest = {k: v for k, v in options.items() if k not in extra}
+        return adr_preset(options.get("preset", top["preset"]), **rest)
+
+    return Section({**settings_of(ADRConfig, exclude=("seed", "input_dim")), **extra}, build)
+
+
+def _sections() -> dict[str, Section]:
+    from optin.baselines.mcadams import McAdamsConfig
+    from optin.training.obfuscator import ObfuscatorTrainConfig
+    from optin.training.xvector import XVectorTrainConfig
+    from optin.training.xvector import preset_config as xvector_preset
+
+    return {
+        "classifier": Section(
+            settings_of(ClassifierTrainConfig, exclude=("attribute", "role", "seed")),
+            lambda o, top: preset_config(top["permitted"], top["preset"], **o)),
+        "obfuscator": Section(settings_of(ObfuscatorTrainConfig, exclude=("seed",)),
+                              lambda o, top: obfuscator_preset(top["preset"], **o)),
+        "xvector": Section(settings_of(XVectorTrainConfig, exclude=("seed",)),
+                           lambda o, top: xvector_preset(top["preset"], **o)),
+        "adr": _adr_section(),
+        "mcadams": Section(settings_of(McAdamsConfig), lambda o, top: McAdamsConfig.from_dict(o)),
+        "attackers": Section(settings_of(AttackerSettings),
+                             lambda o, top: AttackerSettings.from_dict(o)),
+    }
+
+
+def _data_sources() -> dict[str, dict[str, Setting]]:
+    """The options of ``data: synth:`` and ``data: import:``, from the functions they call."""
+    from optin.corpora.registry import CORPORA, import_corpus
+    from optin.corpora.synth import SYNTH_RANGES, synthesize_corpus
+
+    imports = settings_of(import_corpus, {"corpus": OneOf(CORPORA), "protocol": OneOf(PROTOCOLS),
+                                          "seed": at_least(0)}, exclude=("out", "progress"))
+    imports["src"] = replace(imports["src"], required=False)  # default: --data-root itself
+    return {"synth": settings_of(synthesize_corpus, SYNTH_RANGES,
+                                 exclude=("out_dir", "progress")),
+            "import": imports}
+
+
+SECTIONS: dict[str, Section] = _sections()
+DATA_SOURCES: dict[str, dict[str, Setting]] = _data_sources()
+
+
 @dataclass
 class ExperimentConfig:
-    """A parsed experiment config."""
+    """A parsed experiment config; every field is checked when it is made (see
+    :meth:`from_dict`), so a config that exists can run."""
 
     name: str
     data: dict[str, Any]
@@ -115,6 +183,50 @@ class ExperimentConfig:
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     source: Path | None = None
 
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "name": FileName(), "protocol": OneOf(("manifest", *PROTOCOLS)),
+        "split_seed": at_least(0), "systems": OneOf(tuple(SYSTEMS)),
+        "preset": OneOf(tuple(PRESETS)), "seeds": at_least(0)}
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: " if self.source else "experiment config: "
+        values = {name: getattr(self, name) for name in TOP_LEVEL}
+        check_options(values, TOP_LEVEL, where, ExperimentError)
+
+        def fail(key: str, message: str) -> NoReturn:
+            raise ExperimentError(f"{where}{key}: {message}")
+
+        for key in ("seeds", "systems", "attacked"):
+            items = values[key]
+            if not items:
+                fail(key, "expected at least one entry, got none")
+            if len(set(items)) != len(items):
+                fail(key, f"an entry is given twice in {items!r}")
+        if len(self.attacked) > 2:
+            fail("attacked", f"expected one or two attributes, got {len(self.attacked)}")
+        if self.permitted in self.attacked:
+            fail("attacked", f"the permitted attribute '{self.permitted}' cannot also be "
+                             "attacked")
+        _check_data(self.data, where)
+        for name, section in SECTIONS.items():
+            options = values[name]
+            check_options(options, section.settings, f"{where}{name}.", ExperimentError)
+            try:
+                section.build(options, values)
+            except OptinError as err:
+                fail(name, str(err))
+        for option, swept in self.sweep.items():
+            if option not in SECTIONS["obfuscator"].settings:
+                fail(f"sweep.{option}", "unknown obfuscator option")
+            if not swept:
+                fail(f"sweep.{option}", "expected at least one value, got none")
+            for value in swept:
+                check_options({**self.obfuscator, option: value},
+                              SECTIONS["obfuscator"].settings, f"{where}sweep.",
+                              ExperimentError)
+        if self.sweep and SWEPT_SYSTEM not in self.systems:
+            fail("sweep", f"varies the '{SWEPT_SYSTEM}' system, which is not in 'systems'")
+
     def system_runs(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(result key, system name, options) of every system to fit: each of ``systems``
         with its config section, then one opt-in variant per swept value, keyed
@@ -137,59 +249,88 @@ class ExperimentConfig:
         if not path.is_file():
             raise ExperimentError(f"experiment config {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=StrictLoader)
+        except DuplicateKeyError as err:
+            raise ExperimentError(f"{path}: {err}") from err
         except yaml.YAMLError as err:
             raise ExperimentError(f"{path}: not valid YAML ({err})") from err
         return cls.from_dict(data, path)
 
     @classmethod
     def from_dict(cls, data: Any, source: Path | None = None) -> ExperimentConfig:
-        where = str(source) if source else "experiment config"
+        """Check and build a config: every key known, every value of the right type and
+        range, every section accepted by the class it configures; ``attacked`` may be one
+        string and an empty section (``classifier:``) means no options."""
+        where = f"{source}: " if source else "experiment config: "
         if not isinstance(data, dict):
-            raise ExperimentError(f"{where}: expected a mapping at the top level")
-        missing = [k for k in REQUIRED if k not in data]
-        if missing:
-            raise ExperimentError(f"{where}: missing field(s) {', '.join(missing)}")
-        unknown = sorted(set(data) - set(KNOWN))
-        if unknown:
-            raise ExperimentError(f"{where}: unknown field(s) {', '.join(unknown)}")
-        attacked = data["attacked"]
-        if isinstance(attacked, str):
-            attacked = [attacked]
-        if not attacked or len(attacked) > 2:
-            raise ExperimentError(f"{where}: 'attacked' needs one or two attributes")
-        if data["permitted"] in attacked:
-            raise ExperimentError(f"{where}: the permitted attribute cannot also be attacked")
-        sources = [k for k in ("synth", "import", "manifest") if k in (data["data"] or {})]
-        if len(sources) != 1:
-            raise ExperimentError(f"{where}: 'data' needs exactly one of synth, import, "
-                                  f"manifest (found {', '.join(sources) or 'none'})")
-        systems = data.get("systems", ["opt-in"])
-        bad = [s for s in systems if s not in SYSTEMS]
-        if bad:
-            raise ExperimentError(f"{where}: unknown system(s) {', '.join(bad)}; known: "
-                                  f"{', '.join(SYSTEMS)}")
-        for section in SECTIONS:
-            if not isinstance(data.get(section) or {}, dict):
-                raise ExperimentError(f"{where}: '{section}' must be a mapping of options")
-        values = {k: (v or {}) if k in SECTIONS else v for k, v in data.items() if k in KNOWN}
-        values["attacked"] = list(attacked)
-        values["figure"] = None if data.get("figure") is None else str(data["figure"])
-        sweep = data.get("sweep") or {}
-        if not isinstance(sweep, dict) or not all(
-                isinstance(v, list) and v for v in sweep.values()):
-            raise ExperimentError(f"{where}: 'sweep' must map obfuscator options to non-empty "
-                                  "lists of values, e.g. {lambda_p: [0.3, 3.0]}")
-        if sweep and SWEPT_SYSTEM not in systems:
-            raise ExperimentError(f"{where}: 'sweep' varies the '{SWEPT_SYSTEM}' system, which "
-                                  "is not in 'systems'")
-        values["sweep"] = sweep
-        config = cls(**values, source=source)
-        try:
-            config.attacker_settings  # noqa: B018 (validates the section)
-        except (TypeError, ValueError) as err:
-            raise ExperimentError(f"{where}: attackers: {err}") from err
-        return config
+            raise ExperimentError(f"{where}expected a mapping at the top level, got {data!r}")
+        values = {k: ({} if k in SECTIONS and v is None else v) for k, v in data.items()}
+        if isinstance(values.get("attacked"), str):
+            values["attacked"] = [values["attacked"]]
+        check_options(values, TOP_LEVEL, where, ExperimentError)
+        return cls(**values, source=source)
+
+
+TOP_LEVEL: dict[str, Setting] = settings_of(ExperimentConfig, exclude=("source",))
+
+
+def _check_data(data: dict[str, Any], where: str) -> None:
+    """Exactly one of ``synth``, ``import`` (checked against the function each calls) and
+    ``manifest`` (a path)."""
+    for key in data:
+        if key not in (*DATA_SOURCES, "manifest"):
+            raise ExperimentError(f"{where}data.{key}: unknown key (expected one of synth, "
+                                  "import, manifest)")
+    if len(data) != 1:
+        raise ExperimentError(f"{where}data: expected exactly one of synth, import, manifest "
+                              f"(found {', '.join(data) or 'none'})")
+    ((kind, options),) = data.items()
+    if kind == "manifest":
+        if not isinstance(options, str) or not options:
+            raise ExperimentError(f"{where}data.manifest: expected a file path, got {options!r}")
+        return
+    check_options({} if options is None else options, DATA_SOURCES[kind], f"{where}data.{kind}.",
+                  ExperimentError)
+
+
+def schema() -> dict[str, Setting]:
+    """Every setting a config may hold, by its dotted path (``classifier.epochs``,
+    ``data.synth.speakers``); what :class:`ExperimentConfig` checks."""
+    found = {name: setting for name, setting in TOP_LEVEL.items()}
+    for name, section in SECTIONS.items():
+        found.update({f"{name}.{k}": v for k, v in section.settings.items()})
+    for kind, settings in DATA_SOURCES.items():
+        found.update({f"data.{kind}.{k}": v for k, v in settings.items()})
+    found["data.manifest"] = Setting("manifest", str)
+    return found
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping holds the same key twice (YAML would silently keep the last)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (naming it and both lines)
+    and reads ``1e-3`` as a number (YAML 1.1 wants ``1.0e-3``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise DuplicateKeyError(f"line {line}: key '{key}' given twice (first on line "
+                                        f"{seen[key]})")
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 # ---------------------------------------------------------------------- running

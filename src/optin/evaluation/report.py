@@ -103,6 +103,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import offset_copy
 
 from optin.errors import OptinError
+from optin.files import atomic_output, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -232,9 +233,9 @@ def _results_path(path: PathLike) -> Path:
     if path.is_dir():
         path = path / RESULTS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path.parent}: no {RESULTS_FILE} in this folder")
+            raise ResultsError(f"{path.parent}: no {RESULTS_FILE} in this folder")
     elif not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise ResultsError(f"{path}: no such file or folder")
     return path
 
 
@@ -566,8 +567,10 @@ def save_figure(fig: Figure, out_base: Path) -> list[Path]:
     out_base = Path(out_base)
     out_base.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_base.with_name(out_base.name + ".png"), out_base.with_name(out_base.name + ".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1], metadata={"Date": None})
+    with atomic_output(paths[0]) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    with atomic_output(paths[1]) as tmp:
+        fig.savefig(tmp, metadata={"Date": None}, format="svg")
     return paths
 
 
@@ -902,10 +905,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
                       "strongest informed attacker, per attacked attribute; other systems as "
                       "single points):", "", f"![frontier](figures/{name}-frontier.png)", ""]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return path
+    return write_text(out_dir / "report.md", "\n".join(lines).rstrip() + "\n")
 
 
 def build_report(paths: Sequence[PathLike] | PathLike, out_dir: PathLike) -> Path:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optin.evaluation.metrics import accuracy
+from optin.settings import Rule, above, at_least, check_fields
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class VectorClassifierConfig:
     weight_decay: float = 1e-4
     eval_every: int = 10
     seed: int = 0
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "hidden": at_least(1), "epochs": at_least(1), "lr": above(0),
+        "weight_decay": at_least(0), "eval_every": at_least(1), "seed": at_least(0)}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def train_vector_classifier(x: Tensor, y: Tensor, n_classes: int,

@@ -18,6 +18,7 @@ Vector classifiers are the small MLPs of :mod:`optin.evaluation.vector_classifie
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import torch
 from torch import Tensor
 
 from optin.corpora.feature_cache import FeatureCache
-from optin.corpora.manifest import LabelEncoder, Manifest
+from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
+from optin.errors import ConfigError
 from optin.evaluation.attackers import chance_on_test
 from optin.evaluation.metrics import accuracy
 from optin.evaluation.systems import SystemContext, key_of
@@ -38,6 +40,7 @@ from optin.evaluation.vector_classifier import (
 )
 from optin.training.checkpoint import read_config
 from optin.training.data import FeatureStore
+from optin.training.runs import STATE_DIR
 
 SPLITS = ("train", "valid", "test")
 
@@ -55,9 +58,9 @@ def encode_splits(manifest: Manifest, attribute: str) -> dict[str, Tensor]:
         part = manifest.split(split)
         unknown = sorted({r[attribute] for r in part.rows} - set(encoder.classes))
         if unknown:
-            raise ValueError(f"split '{split}' has {attribute} value(s) absent from the "
-                             f"training split ({', '.join(unknown[:8])}): a closed-set "
-                             "x-vector classifier cannot be scored on them")
+            raise ManifestError(f"split '{split}' has {attribute} value(s) absent from the "
+                                f"training split ({', '.join(unknown[:8])}): a closed-set "
+                                "x-vector classifier cannot be scored on them")
         labels[split] = torch.tensor(encoder.encode_all(part), dtype=torch.long)
     return labels
 
@@ -182,16 +185,16 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
     preset = options.pop("preset", ctx.preset)
     ctx.manifest.require_column(protect)
     if protect == permitted:
-        raise ValueError(f"ADR cannot protect '{protect}', the permitted attribute (set "
-                         "adr: {protect: ...} to another binary attribute)")
+        raise ConfigError(f"ADR cannot protect '{protect}', the permitted attribute (set "
+                          "adr: {protect: ...} to another binary attribute)")
     x = {s: ctx.vectors.original(s) for s in SPLITS}
     options.setdefault("input_dim", int(x["train"].shape[1]))
     config = adr_preset(preset, seed=ctx.seed, **options)
     protect_labels = encode_splits(ctx.manifest, protect)
     classes = LabelEncoder.fit(ctx.manifest.split("train"), protect).classes
     if len(classes) != 2:
-        raise ValueError(f"ADR protects a binary attribute; '{protect}' has {len(classes)} "
-                         f"values in the training split ({', '.join(classes[:8])})")
+        raise ManifestError(f"ADR protects a binary attribute; '{protect}' has {len(classes)} "
+                            f"values in the training split ({', '.join(classes[:8])})")
     assert ctx.vectors.extractor_dir is not None  # set when the x-vectors above were made
     extractor_hash = read_config(ctx.vectors.extractor_dir)["weights_sha256"]
     out = ctx.models_dir / f"adr-{key_of(config.to_dict(), ctx.manifest, protect, extractor_hash)}"
@@ -202,8 +205,10 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
         ctx.log(f"seed {ctx.seed}: ADR protecting '{protect}' on x-vectors")
         adr, history = train_adr(x["train"], protect_labels["train"], config,
                                  valid=(x["valid"], protect_labels["valid"]),
-                                 attribute_name=protect, class_names=list(classes))
+                                 attribute_name=protect, class_names=list(classes),
+                                 state_dir=out / STATE_DIR)
         save_adr(adr, out, {"protect": protect, "classes": list(classes), "history": history})
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # done: the model is saved
     p = {s: adr.transform(x[s]) for s in SPLITS}
 
     # ADR hands the app protected x-vectors, so the app's speaker model is trained on them (as

@@ -5,17 +5,22 @@ float32, normalised features) and the obfuscated audio as ``<name>.wav`` (16-bit
 A manifest as input obfuscates every row into ``OUT/features/<id>.npy`` and
 ``OUT/audio/<id>.wav`` and writes ``OUT/manifest.csv``: the same rows and labels, paths pointing
 at the obfuscated audio, plus ``feature_mean`` and ``feature_std`` (the statistics that turn the
-``.npy`` back into audio). Rows already done are skipped, so a killed run resumes.
+``.npy`` back into audio). Rows already done are skipped, so a killed run resumes;
+``OUT/obfuscation.json`` records the model (a hash of its weights) and the settings, and a rerun
+with another model or other settings into the same folder is refused. Features and audio that
+are not finite (or audio that is mostly clipped) are refused before they are written.
 
 ``process_files`` and ``process_manifest`` are the loop every protection system shares
 (the baselines in ``optin.baselines`` use it too): a task per file or row, failures stopped on
-or collected (``on_error``), reuse of finished rows, optional worker processes, the manifest of
+or collected (``on_error``), reuse of finished rows of a folder made with the same settings,
+refusal of outputs that would overwrite an input, optional worker processes, the manifest of
 the protected copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing as mp
 import os
 import re
@@ -28,11 +33,14 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from optin.audio.io import AudioError, write_audio
-from optin.corpora.manifest import Manifest
+from optin.audio.io import AudioError, check_output_wave, write_audio
+from optin.corpora.manifest import Manifest, ManifestError
+from optin.errors import ConfigError
+from optin.files import claim_folder, refuse_overwrite, write_bytes, write_text
 from optin.privacy.obfuscator import Obfuscator
 
 ON_ERROR = ("fail", "skip")
+STATE_FILE = "obfuscation.json"
 
 # A row task: (row, its audio file, file-safe id) -> (new column values incl. "path",
 # True when it wrote the row now, False when it found the row already done).
@@ -85,26 +93,31 @@ def split_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[Path | None, list
     """``(manifest, [])`` for one ``.csv``, else ``(None, audio files)``.
 
     Raises:
-        ValueError: a manifest mixed with other inputs, or two files with the same stem
+        ConfigError: a manifest mixed with other inputs, or two files with the same stem
             (their outputs would overwrite each other).
     """
     paths = [Path(p) for p in inputs]
     if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
         return paths[0], []
     if any(p.suffix.lower() == ".csv" for p in paths):
-        raise ValueError("give either one manifest .csv or audio files, not both")
+        raise ConfigError("give either one manifest .csv or audio files, not both")
     names = [p.stem for p in paths]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"inputs share the file name(s) {', '.join(duplicates)}; process "
+        raise ConfigError(f"inputs share the file name(s) {', '.join(duplicates)}; process "
                          "them into separate --out-dir folders")
     return None, paths
 
 
 def process_files(paths: Sequence[Path], task: Callable[[Path], Any], report: Report,
-                  progress: bool = True, on_error: str = "fail", workers: int = 1) -> Report:
-    """Run ``task(path)`` on every file; count writes, collect or raise failures."""
+                  progress: bool = True, on_error: str = "fail", workers: int = 1, *,
+                  outputs: Callable[[Path], Sequence[Path]]) -> Report:
+    """Run ``task(path)`` on every file; count writes, collect or raise failures.
+
+    ``outputs(path)`` lists the files the task writes for ``path``; none may be an input.
+    """
     _check_on_error(on_error)
+    refuse_overwrite(paths, [out for p in paths for out in outputs(p)])
     with tqdm(total=len(paths), desc=report.doing, unit="file", disable=not progress) as bar, \
             contextlib.closing(_outcomes(task, [(p,) for p in paths], workers)) as outcomes:
         for i, _, err in outcomes:
@@ -120,22 +133,32 @@ def process_files(paths: Sequence[Path], task: Callable[[Path], Any], report: Re
 
 def process_manifest(manifest: Manifest, out: Path, task: RowTask, new_columns: Sequence[str],
                      report: Report, progress: bool = True, on_error: str = "fail",
-                     workers: int = 1) -> Report:
+                     workers: int = 1, *, outputs: Callable[[str], Sequence[Path]],
+                     state: tuple[str, dict[str, Any]]) -> Report:
     """Run ``task`` on every row; write ``out/manifest.csv`` of the rows that succeeded.
 
     The new manifest keeps every row's columns, replaces them with what the task returns
     (``path`` to the protected audio and ``new_columns``) and keeps the input's row order.
+    ``outputs(name)`` lists the files the task writes for a row (by file-safe id); none may
+    be an input. ``state`` is ``(file name, settings)``: the settings are recorded in ``out``
+    and a folder made with other settings is refused (see :func:`optin.files.claim_folder`).
     """
     _check_on_error(on_error)
     names = [safe_name(row["id"]) for row in manifest.rows]
     seen: dict[str, str] = {}
     for row, name in zip(manifest.rows, names, strict=True):
         if name in seen:
-            raise ValueError(f"ids '{seen[name]}' and '{row['id']}' give the same file name "
-                             f"'{name}'; make them differ in letters, digits, '.', '_' or '-'")
+            raise ManifestError(f"ids '{seen[name]}' and '{row['id']}' give the same file "
+                                f"name '{name}'; make them differ in letters, digits, '.', "
+                                "'_' or '-'")
         seen[name] = row["id"]
     items = [(row, manifest.audio_path(row), name)
              for row, name in zip(manifest.rows, names, strict=True)]
+    made = [path for name in names for path in outputs(name)]
+    sources = [source for _, source, _ in items]
+    refuse_overwrite(sources + ([Path(manifest.source)] if manifest.source else []),
+                     [*made, out / "manifest.csv"])
+    claim_folder(out, state[0], state[1], made, report.verb)
     done: dict[int, dict[str, str]] = {}
     with tqdm(total=len(items), desc=report.doing, unit="utt", disable=not progress) as bar, \
             contextlib.closing(_outcomes(task, items, workers)) as outcomes:
@@ -161,7 +184,7 @@ def process_manifest(manifest: Manifest, out: Path, task: RowTask, new_columns: 
 
 def _check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error: expected one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        raise ConfigError(f"on_error: expected one of {', '.join(ON_ERROR)}, got {on_error!r}")
 
 
 def _outcomes(fn: Callable[..., Any], items: Sequence[tuple], workers: int
@@ -195,18 +218,27 @@ def _outcomes(fn: Callable[..., Any], items: Sequence[tuple], workers: int
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def save_features(path: Path, array: np.ndarray) -> None:
+    """Write features as ``.npy`` atomically; NaN or infinite values are refused (AudioError)."""
+    bad = int(array.size - np.isfinite(array).sum())
+    if bad:
+        raise AudioError(f"{path}: refusing to write features with {bad} NaN or infinite "
+                         f"value(s) of {array.size} (the model or its input is broken)")
+    buffer = io.BytesIO()  # np.save to a file loses the cause of a failed write
+    np.save(buffer, array)
+    write_bytes(path, buffer.getvalue())
 
 
 def obfuscate_one(obfuscator: Obfuscator, source: Path, npy: Path, wav: Path,
                   griffin_lim_iters: int = 64) -> tuple[float, float]:
-    """Obfuscate one file into ``npy`` and ``wav``; returns the feature (mean, std)."""
+    """Obfuscate one file into ``npy`` and ``wav``; returns the feature (mean, std).
+
+    Both are checked before either is written: nothing is written for a broken result.
+    """
     spec, audio = obfuscator.obfuscate_file(source, n_iter=griffin_lim_iters)
-    _save_npy(npy, spec.features.numpy().astype(np.float32))
+    features = spec.features.numpy().astype(np.float32)
+    check_output_wave(audio, wav)
+    save_features(npy, features)
     write_audio(wav, audio, obfuscator.features.sample_rate)
     return spec.mean, spec.std
 
@@ -227,31 +259,41 @@ def obfuscate_inputs(
         return obfuscate_manifest(obfuscator, Manifest.read(manifest), out, progress,
                                   griffin_lim_iters, on_error)
 
-    def task(path: Path) -> None:
-        obfuscate_one(obfuscator, path, out / f"{path.stem}.npy", out / f"{path.stem}.wav",
-                      griffin_lim_iters)
+    def outputs(path: Path) -> tuple[Path, Path]:
+        return out / f"{path.stem}.npy", out / f"{path.stem}.wav"
 
-    return process_files(paths, task, ObfuscationReport(), progress, on_error)
+    def task(path: Path) -> None:
+        obfuscate_one(obfuscator, path, *outputs(path), griffin_lim_iters)
+
+    return process_files(paths, task, ObfuscationReport(), progress, on_error, outputs=outputs)
 
 
 def obfuscate_manifest(obfuscator: Obfuscator, manifest: Manifest, out: Path,
                        progress: bool = True, griffin_lim_iters: int = 64,
                        on_error: str = "fail") -> ObfuscationReport:
-    """Obfuscate every row of a manifest; write the manifest of the obfuscated copy."""
+    """Obfuscate every row of a manifest; write the manifest of the obfuscated copy.
+
+    Raises:
+        OutputError: ``out`` holds rows made by another model or with other settings.
+    """
+
+    def outputs(name: str) -> tuple[Path, Path, Path]:
+        return (out / "features" / f"{name}.npy", out / "audio" / f"{name}.wav",
+                out / "features" / f"{name}.stats")
 
     def task(row: dict[str, str], source: Path, name: str) -> tuple[dict[str, str], bool]:
-        npy, wav = out / "features" / f"{name}.npy", out / "audio" / f"{name}.wav"
-        stats = out / "features" / f"{name}.stats"
+        npy, wav, stats = outputs(name)
         written = not (npy.is_file() and wav.is_file() and stats.is_file())
         if written:
             mean, std = obfuscate_one(obfuscator, source, npy, wav, griffin_lim_iters)
-            tmp = stats.with_name(f".{stats.name}.tmp")
-            tmp.write_text(f"{mean!r} {std!r}\n")
-            os.replace(tmp, stats)
+            write_text(stats, f"{mean!r} {std!r}\n")
         else:
             mean, std = (float(v) for v in stats.read_text().split())
         return {"path": str(wav.resolve()), "feature_mean": f"{mean:.8g}",
                 "feature_std": f"{std:.8g}"}, written
 
+    settings = {"model_weights_sha256": obfuscator.weights_sha256(),
+                "features": obfuscator.features.to_dict(), "griffin_lim_iters": griffin_lim_iters}
     return process_manifest(manifest, out, task, ["feature_mean", "feature_std"],
-                            ObfuscationReport(), progress, on_error)
+                            ObfuscationReport(), progress, on_error, outputs=outputs,
+                            state=(STATE_FILE, settings))

@@ -8,6 +8,7 @@ device).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,16 @@ class Obfuscator:
         network = Generator(arch)
         load_module_state(network, state, path)
         return cls(network.to(device), feats, config)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of the network's tensors (names, dtypes, shapes, values): which model this
+        is, whether it was loaded from a folder or built in memory."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.network.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     @torch.no_grad()
     def obfuscate_features(self, features: Tensor) -> Tensor:

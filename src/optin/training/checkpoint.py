@@ -3,8 +3,9 @@
 A checkpoint folder holds everything that rebuilds a model: its kind, architecture, feature
 settings, label names, provenance and metrics in ``config.json``, and its tensors (parameters
 and buffers such as batch-norm statistics) in ``model.safetensors``. ``config.json`` also records
-the SHA-256 of the weights file, so a tampered or truncated file is refused. Nothing is ever
-unpickled: tensors come from safetensors, everything else from JSON.
+the SHA-256 of the weights file, so a tampered or truncated file is refused, and weights holding NaN
+or infinite values are refused too. Nothing is ever unpickled: tensors come from safetensors,
+everything else from JSON. Files are written atomically (:mod:`optin.files`).
 
 Training state (optimizer, scheduler, RNG, position in the epoch) is stored the same way under
 ``<run>/train_state/`` by :func:`save_state` / :func:`load_state`: nested dicts and lists go to
@@ -22,15 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from optin import __version__
 from optin.audio.features import FeatureConfig
-from optin.errors import OptinError
+from optin.errors import ConfigError, OptinError
+from optin.files import removed_on_failure, write_bytes, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# {field: SHA-256 of its canonical JSON} for every other field of config.json (see seal_config)
+CONFIG_HASHES = "config_sha256"
+# fields a loader reads and their JSON types, checked in every checkpoint (even unsealed ones)
+CONFIG_TYPES: dict[str, type] = {"kind": str, "architecture": dict, "features": dict,
+                                 "labels": dict, "segments": dict, "weights_sha256": str}
 FORMAT_VERSION = 1
 
 
@@ -60,12 +67,10 @@ def save_checkpoint(
         if key not in config:
             raise ValueError(f"checkpoint config needs '{key}'")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_NAME
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION)})
-    os.replace(tmp, weights)
+    # serialised in memory: a failed write then says why (no space...), naming the file
+    write_bytes(weights, save(tensors, metadata={"format": str(FORMAT_VERSION)}))
     full = {
         "format": FORMAT_VERSION,
         **config,
@@ -73,12 +78,13 @@ def save_checkpoint(
         "created": config.get("created") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weights_sha256": sha256_file(weights),
     }
-    write_json(directory / CONFIG_NAME, full)
+    write_config(directory, full)
     return directory
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint folder."""
+    """The parsed and checked ``config.json`` of a checkpoint folder (see
+    :func:`check_config`)."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not directory.is_dir():
@@ -86,9 +92,66 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a checkpoint folder)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    check_config(path, config)
+    return config
+
+
+def field_digest(value: Any) -> str:
+    """SHA-256 of a JSON value in canonical form (sorted keys, no spaces)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def seal_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``config_sha256``: the digest of every other field. The weights hash
+    covers ``model.safetensors`` only; this covers ``config.json`` field by field, so an edit
+    is refused naming the field."""
+    body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
+    return {**body, CONFIG_HASHES: {k: field_digest(v) for k, v in body.items()}}
+
+
+def write_config(directory: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write a checkpoint's ``config.json``, sealed; every (re)write goes through here."""
+    write_json(Path(directory) / CONFIG_NAME, seal_config(config))
+
+
+def check_config(path: Path, config: Any) -> None:
+    """Refuse a ``config.json`` that is not a JSON object, that was edited after it was written
+    (a field whose digest differs from ``config_sha256``, or a field added or removed), or whose
+    fields a loader reads have the wrong JSON type or invalid feature settings. Checkpoints
+    written before ``config_sha256`` existed load with the type and feature checks only."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    sealed = config.get(CONFIG_HASHES)
+    if sealed is not None:
+        if not isinstance(sealed, dict):
+            raise CheckpointError(f"{path}: field '{CONFIG_HASHES}': expected an object")
+        body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
+        for key in sorted(set(body) | set(sealed)):
+            if key not in sealed:
+                change = "was added"
+            elif key not in body:
+                change = "was removed"
+            elif field_digest(body[key]) != sealed[key]:
+                change = "was changed"
+            else:
+                continue
+            raise CheckpointError(f"{path}: field '{key}' {change} after the checkpoint was "
+                                  f"written (it does not match {CONFIG_HASHES}); restore the "
+                                  "file or retrain")
+    for key, kind in CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], kind):
+            raise CheckpointError(f"{path}: field '{key}': expected a JSON "
+                                  f"{'object' if kind is dict else 'string'}, got "
+                                  f"{config[key]!r}")
+    if "features" in config:
+        try:
+            FeatureConfig.from_dict(config["features"])
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: field 'features': {err}") from err
 
 
 def load_checkpoint(
@@ -129,7 +192,27 @@ def load_checkpoint(
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises SafetensorError and others
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    check_finite(state, weights)
     return config, state
+
+
+def check_finite(state: dict[str, Tensor], where: Path) -> None:
+    """Refuse tensors holding NaN or infinite values, naming the file and the tensor."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{where}: tensor '{name}' holds {bad} NaN or infinite value(s) of "
+                    f"{tensor.numel()}; the model is broken (retrain it or restore the file)"
+                )
+
+
+def check_bins(directory: Path, n_freq: int, features: FeatureConfig) -> None:
+    """Refuse an architecture that reads another number of frequency bins than its features."""
+    if n_freq != features.n_freq:
+        raise CheckpointError(f"{directory}: architecture reads {n_freq} bins, the feature "
+                              f"settings give {features.n_freq}")
 
 
 def check_features(directory: Path, config: dict[str, Any], features: FeatureConfig) -> None:
@@ -166,13 +249,6 @@ def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: 
         raise CheckpointError(f"{where}: weights do not fit the architecture in config.json ("
                               + "; ".join(parts) + ")")
     module.load_state_dict(state, strict=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- training state
@@ -214,11 +290,12 @@ def save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     tensors: dict[str, Tensor] = {}
     structure = _flatten(state, tensors, "s")
-    save_file(tensors, str(tmp / "state.safetensors"))
-    write_json(tmp / "state.json", structure)
+    with removed_on_failure(tmp, directory):
+        tmp.mkdir(parents=True)
+        write_bytes(tmp / "state.safetensors", save(tensors))
+        write_json(tmp / "state.json", structure)
     old = directory.with_name(directory.name + ".old")
     if directory.exists():
         if old.exists():

@@ -4,7 +4,8 @@
 ``test``): class-balanced sampling, AdamW, gradient clipping, a plateau learning-rate
 schedule, early stopping on validation utterance accuracy (ties: loss lower by 1e-3),
 ``metrics.csv`` per epoch, and resume after a kill (the training state is saved every
-``checkpoint_every`` steps and at every epoch end; rerunning the same call continues).
+``checkpoint_every`` steps or ``snapshot_seconds`` seconds, whichever comes first, and at every
+epoch end; rerunning the same call continues).
 
 The selected model is written to the run folder as a checkpoint (``config.json`` +
 ``model.safetensors``); :class:`Classifier` loads it back.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,10 @@ from optin.models.deepspeech2 import (
     utterance_posteriors,
     vote,
 )
+from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     CheckpointError,
+    check_bins,
     load_checkpoint,
     load_module_state,
     save_checkpoint,
@@ -46,7 +49,11 @@ from optin.training.data import CropTraining, FeatureStore, eval_batches, segmen
 from optin.training.presets import from_preset
 from optin.training.records import write_metrics
 from optin.training.runs import (
+    SNAPSHOT_FIELDS,
+    SNAPSHOT_SECONDS,
     Optimisation,
+    SnapshotTimer,
+    checked_features,
     hold_out_share,
     log,
     open_run,
@@ -58,7 +65,8 @@ from optin.training.runs import (
 
 KIND = "deepspeech2-classifier"
 LOSS_MIN_DELTA = 1e-3  # a tie on accuracy counts as better only if the loss drops by this
-ROLES = ("target", "attacker")
+Role = Literal["target", "attacker"]
+ROLES: tuple[str, ...] = get_args(Role)
 
 
 @dataclass
@@ -66,7 +74,7 @@ class ClassifierTrainConfig:
     """Everything that decides a classifier run (stored in the run folder and checkpoint)."""
 
     attribute: str
-    role: str = "target"
+    role: Role = "target"
     epochs: int = 12
     batch_size: int = 32
     lr: float = 2e-3
@@ -80,21 +88,29 @@ class ClassifierTrainConfig:
     conv_channels: int = 16
     hidden_size: int = 64
     rnn_layers: int = 3
-    rnn_type: str = "gru"
-    vote: str = "majority"
+    rnn_type: Literal["gru", "lstm"] = "gru"
+    vote: Literal["majority", "mean"] = "majority"
     seed: int = 0
     workers: int = 0
     device: str = "auto"
     amp: bool = True
     checkpoint_every: int = 50
+    snapshot_seconds: float = SNAPSHOT_SECONDS
     valid_fraction: float = 0.1  # used only when the manifest's valid split cannot serve
     features: dict[str, Any] = field(default_factory=lambda: FeatureConfig().to_dict())
 
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "epochs": at_least(1), "batch_size": at_least(1), "lr": above(0),
+        "weight_decay": at_least(0), "grad_clip": above(0), "patience": at_least(1),
+        "draws_per_epoch": at_least(1), "segment_length": at_least(1),
+        "segment_hop": at_least(1), "conv_channels": at_least(1), "hidden_size": at_least(1),
+        "rnn_layers": at_least(1), "seed": at_least(0), "workers": at_least(0),
+        "checkpoint_every": at_least(1), "snapshot_seconds": at_least(0),
+        "valid_fraction": between(0, 1, low_open=True, high_open=True)}
+
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not '{self.role}'")
-        if self.vote not in ("majority", "mean"):
-            raise ValueError("vote must be 'majority' or 'mean'")
+        check_fields(self)
+        checked_features(self)
 
     @property
     def segments(self) -> SegmentConfig:
@@ -107,7 +123,7 @@ class ClassifierTrainConfig:
     def run_settings(self) -> dict[str, Any]:
         """Settings that must match to resume a run (workers and device may change)."""
         data = asdict(self)
-        for key in ("workers", "device", "checkpoint_every"):
+        for key in ("workers", "device", *SNAPSHOT_FIELDS):
             data.pop(key)
         return data
 
@@ -161,6 +177,7 @@ class Classifier:
         if arch.n_classes != len(encoder):
             raise CheckpointError(f"{directory}: {arch.n_classes} outputs but "
                                   f"{len(encoder)} class names")
+        check_bins(directory, arch.n_freq, feats)
         model = DeepSpeech2Classifier(arch)
         load_module_state(model, state, directory)
         model.to(device).eval()
@@ -297,8 +314,11 @@ def train_classifier(
         log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
             f"step {progress_state['step']}/{steps}")
 
+    timer = SnapshotTimer(config.checkpoint_every, config.snapshot_seconds)
+
     def snapshot() -> None:
         opt.save(run.state_dir, progress_state)
+        timer.saved()
 
     log(f"training {config.role} classifier for '{config.attribute}' "
         f"({len(encoder)} classes, {len(train_store)} train / {len(valid_store)} valid "
@@ -314,7 +334,6 @@ def train_classifier(
         bar = tqdm(loader, total=steps, initial=progress_state["step"], unit="batch",
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         tick = time.perf_counter()
-        last_save = tick
         for x, lengths, labels in bar:
             x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
             logits, loss = opt.forward(x, lengths, labels)
@@ -328,12 +347,10 @@ def train_classifier(
             progress_state["seen"] += len(labels)
             bar.set_postfix(loss=f"{progress_state['loss_sum'] / progress_state['seen']:.3f}",
                             acc=f"{progress_state['correct'] / progress_state['seen']:.3f}")
-            now = time.perf_counter()
-            if (progress_state["step"] % config.checkpoint_every == 0
-                    or now - last_save > 120) and progress_state["step"] < steps:
+            if timer.due(progress_state["step"], steps):
+                now = time.perf_counter()
                 progress_state["seconds"] += now - tick
                 tick = now
-                last_save = now
                 snapshot()
         bar.close()
         progress_state["seconds"] += time.perf_counter() - tick

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,12 +45,14 @@ from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig, segment
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
+from optin.errors import ConfigError
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.models.deepspeech2 import vote
 from optin.privacy.adversary import Deobfuscator
 from optin.privacy.contraction import ClassTemplates
 from optin.privacy.losses import agreement, obfuscator_objective, target_loss
 from optin.privacy.obfuscator import DEOBFUSCATOR_KIND, OBFUSCATOR_KIND, Obfuscator
+from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     load_checkpoint,
     load_module_state,
@@ -58,7 +60,7 @@ from optin.training.checkpoint import (
     read_config,
     save_checkpoint,
     save_state,
-    write_json,
+    write_config,
 )
 from optin.training.classifier import Classifier, evaluate_classifier
 from optin.training.data import (
@@ -78,6 +80,7 @@ from optin.training.distributed import (
 )
 from optin.training.presets import from_preset
 from optin.training.records import check_run_settings, write_metrics
+from optin.training.runs import SNAPSHOT_FIELDS, SNAPSHOT_SECONDS, SnapshotTimer
 
 L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window for "converged"
 
@@ -90,7 +93,7 @@ class ObfuscatorTrainConfig:
     batch_size: int = 16
     segment_length: int = 100  # frames per training crop (a multiple of 4 avoids padding)
     draws_per_epoch: int | None = None  # default: segments in the training split
-    optimizer: str = "sgd"  # sgd (paper) or adam
+    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd (paper) or adam
     lr: float = 1e-2
     momentum: float = 0.9
     lambda_t: float = 1.0
@@ -115,18 +118,26 @@ class ObfuscatorTrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_every: int = 50
+    snapshot_seconds: float = SNAPSHOT_SECONDS
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "epochs": at_least(1), "batch_size": at_least(1), "segment_length": at_least(1),
+        "draws_per_epoch": at_least(1), "lr": above(0), "momentum": between(0, 1),
+        "lambda_t": at_least(0), "lambda_p": at_least(0), "privacy_layer": at_least(1),
+        "deobfuscator_steps": at_least(1), "obfuscator_width": at_least(1),
+        "obfuscator_blocks": at_least(0), "deobfuscator_width": at_least(1),
+        "deobfuscator_blocks": at_least(0), "grad_clip": above(0),
+        "min_agreement": between(0, 1), "window": at_least(1), "tolerance": above(0),
+        "seed": at_least(0), "workers": at_least(0), "checkpoint_every": at_least(1),
+        "snapshot_seconds": at_least(0), "privacy_warmup": at_least(0),
+        "contraction": at_least(0), "template_momentum": between(0, 1, high_open=True)}
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', not '{self.optimizer}'")
-        if self.privacy_layer < 1:
-            raise ValueError("privacy_layer must be at least 1")
-        if self.deobfuscator_steps < 1:
-            raise ValueError("deobfuscator_steps must be at least 1")
+        check_fields(self)
 
     def run_settings(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("workers", "device", "checkpoint_every"):
+        for key in ("workers", "device", *SNAPSHOT_FIELDS):
             data.pop(key)
         return data
 
@@ -376,7 +387,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     deobf_net = _generator(config.deobfuscator_width, config.deobfuscator_blocks,
                            features.n_freq).to(device)
     if config.privacy_layer > deobf_net.num_stages:
-        raise ValueError(f"privacy_layer {config.privacy_layer} exceeds the deobfuscator's "
+        raise ConfigError(f"privacy_layer {config.privacy_layer} exceeds the deobfuscator's "
                          f"{deobf_net.num_stages} stages")
 
     def make_optimizer(params) -> torch.optim.Optimizer:
@@ -424,6 +435,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         _log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, step "
              f"{progress_state['step']}/{steps}", env)
 
+    timer = SnapshotTimer(config.checkpoint_every, config.snapshot_seconds)
+
     def snapshot() -> None:
         if env.is_main:
             save_state(state_dir, {
@@ -436,6 +449,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
                 **({"templates": templates.state_dict()} if templates is not None else {}),
             })
         barrier(env)
+        timer.saved()
 
     _log(f"training the obfuscator ({obf_net.num_parameters():,} parameters) against a "
          f"deobfuscator ({deobf_net.num_parameters():,}) for the target "
@@ -466,8 +480,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
             sums["n"] += n
             progress_state["step"] += 1
             bar.set_postfix({k: f"{sums[k] / sums['n']:.3f}" for k in TRAIN_METRICS})
-            if progress_state["step"] % config.checkpoint_every == 0 and \
-                    progress_state["step"] < steps:
+            # every rank must agree (a snapshot waits at a barrier): any rank's clock decides
+            if all_sum([float(timer.due(progress_state["step"], steps))], env, device)[0]:
                 now = time.perf_counter()
                 progress_state["seconds"] += now - tick
                 tick = now
@@ -532,11 +546,10 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         evaluation = honest_evaluation(manifest, target_dir, out_dir, cache_root, progress,
                                        device)
         for part in ("obfuscator", "deobfuscator"):
-            path = out_dir / part / "config.json"
-            conf = json.loads(path.read_text())
+            conf = read_config(out_dir / part)
             conf["training"] = summary
             conf["evaluation"] = evaluation
-            write_json(path, conf)
+            write_config(out_dir / part, conf)
         final = json.loads((out_dir / "obfuscator" / "config.json").read_text())
         _log(format_evaluation(evaluation, summary), env)
     progress_state["finished"] = True

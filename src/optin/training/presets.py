@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from optin.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -13,13 +15,14 @@ def from_preset(config_class: type[T], presets: dict[str, dict[str, Any]], prese
     """``config_class(**fixed, **presets[preset], **overrides)``; None overrides are ignored.
 
     Raises:
-        ValueError: an unknown preset or an option the config does not have (named).
+        ConfigError: an unknown preset, an option the config does not have, or a value of the
+            wrong type or out of range (named by the config class).
     """
     if preset not in presets:
-        raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(presets)}")
+        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(presets)}")
     values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
     unknown = set(values) - {f.name for f in fields(config_class)}  # type: ignore[arg-type]
     if unknown:
-        raise ValueError(f"unknown {config_class.__name__} option(s): "
+        raise ConfigError(f"unknown {config_class.__name__} option(s): "
                          f"{', '.join(sorted(unknown))}")
     return config_class(**fixed, **values)

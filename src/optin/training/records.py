@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from optin.corpora.manifest import ManifestError
+from optin.files import write_text
 from optin.training.checkpoint import write_json
 
 
@@ -34,11 +35,9 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite ``metrics.csv`` from the whole history (atomically), one row per epoch."""
     if not history:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, text.getvalue())

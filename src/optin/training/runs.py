@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,21 @@ from optin.audio.features import FeatureConfig
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.splits import cut_shares
-from optin.training.checkpoint import load_module_state, load_state, save_state, write_json
+from optin.errors import ConfigError
+from optin.training.checkpoint import (
+    load_module_state,
+    load_state,
+    read_config,
+    save_state,
+    write_config,
+)
 from optin.training.data import FeatureStore
 from optin.training.records import check_run_settings
 
 STATE_DIR = "train_state"
+SNAPSHOT_SECONDS = 60.0  # default: a kill loses at most about a minute of training
+# when to save the training state, not what is trained: left out of the run settings
+SNAPSHOT_FIELDS = ("checkpoint_every", "snapshot_seconds")
 
 
 class RunConfig(Protocol):
@@ -55,6 +66,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def checked_features(config: Any) -> FeatureConfig:
+    """The ``features`` settings of a training config, refused by a ConfigError naming
+    ``<Class>.features`` when they are wrong."""
+    try:
+        if not isinstance(config.features, dict):
+            raise ConfigError(f"expected a mapping, got {config.features!r}")
+        return FeatureConfig.from_dict(config.features)
+    except ConfigError as err:
+        raise ConfigError(f"{type(config).__name__}.features: {err}") from err
 
 
 # ---------------------------------------------------------------------- run folder
@@ -103,10 +125,39 @@ def open_run(out_dir: Path, train_config: dict[str, Any], manifest: Manifest,
 
 def record_training(out_dir: Path, training: dict[str, Any]) -> dict[str, Any]:
     """Add the ``training`` summary to the selected checkpoint's ``config.json``; return it."""
-    final = json.loads((out_dir / "config.json").read_text())
+    final = read_config(out_dir)
     final["training"] = training
-    write_json(out_dir / "config.json", final)
-    return final
+    write_config(out_dir, final)
+    return read_config(out_dir)
+
+
+class SnapshotTimer:
+    """When a training loop saves its state before the end of an epoch: every ``every_steps``
+    steps or once ``every_seconds`` have passed since the last save, whichever comes first, so
+    a kill loses at most that much work whatever the length of an epoch."""
+
+    def __init__(self, every_steps: int | None, every_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self.last = clock()
+
+    def due(self, step: int, steps: int | None = None) -> bool:
+        """Save after step ``step`` (counted from 1) of ``steps``? Never after the last step,
+        which the epoch end saves; a yes restarts the clock."""
+        if steps is not None and step >= steps:
+            return False
+        now = self.clock()
+        if (self.every_steps and step % self.every_steps == 0) or \
+                now - self.last >= self.every_seconds:
+            self.last = now
+            return True
+        return False
+
+    def saved(self) -> None:
+        """Restart the clock after a save made elsewhere (at the end of an epoch)."""
+        self.last = self.clock()
 
 
 # ---------------------------------------------------------------------- data

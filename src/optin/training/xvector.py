@@ -23,9 +23,10 @@ Two selection rules (``config.selection``):
 ``metrics.csv`` holds one row per epoch.
 
 The run folder holds ``run.json`` (the settings; a different run there is refused),
-``train_state/`` saved at every epoch end (rerunning resumes at the next epoch, or returns at
-once when finished), ``metrics.csv`` and the selected checkpoint (``config.json`` +
-``model.safetensors``), which :class:`XVectorExtractor` loads.
+``train_state/`` saved every ``checkpoint_every`` steps or ``snapshot_seconds`` seconds and at
+every epoch end (rerunning resumes where it was saved, or returns at once when finished),
+``metrics.csv`` and the selected checkpoint (``config.json`` + ``model.safetensors``), which
+:class:`XVectorExtractor` loads.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
+from optin.errors import ConfigError
 from optin.evaluation.verification import (
     cosine_scores,
     eer,
@@ -55,8 +57,10 @@ from optin.evaluation.verification import (
     trial_counts,
 )
 from optin.models.xvector import XVector, XVectorConfig
+from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.checkpoint import (
     CheckpointError,
+    check_bins,
     load_checkpoint,
     load_module_state,
     save_checkpoint,
@@ -66,7 +70,11 @@ from optin.training.data import CropTraining, FeatureStore
 from optin.training.presets import from_preset
 from optin.training.records import write_metrics
 from optin.training.runs import (
+    SNAPSHOT_FIELDS,
+    SNAPSHOT_SECONDS,
     Optimisation,
+    SnapshotTimer,
+    checked_features,
     hold_out_share,
     log,
     open_run,
@@ -97,7 +105,7 @@ class XVectorTrainConfig:
     """
 
     attribute: str = SPEAKER_COLUMN
-    selection: str = "eer"
+    selection: Literal["eer", "accuracy"] = "eer"
     epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
@@ -117,19 +125,27 @@ class XVectorTrainConfig:
     workers: int = 0
     device: str = "auto"
     amp: bool = True
+    checkpoint_every: int = 50
+    snapshot_seconds: float = SNAPSHOT_SECONDS
     valid_fraction: float = 0.1  # used only when the manifest's valid split cannot serve
     features: dict[str, Any] = field(default_factory=lambda: FeatureConfig().to_dict())
 
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "epochs": at_least(1), "batch_size": at_least(1), "lr": above(0),
+        "weight_decay": at_least(0), "grad_clip": above(0), "patience": at_least(1),
+        "draws_per_epoch": at_least(1), "segment_length": at_least(1), "n_mels": at_least(1),
+        "frame_channels": at_least(1), "pool_channels": at_least(1), "embed_dim": at_least(1),
+        "segment_dim": at_least(1), "max_trials": at_least(1), "seed": at_least(0),
+        "workers": at_least(0), "checkpoint_every": at_least(1),
+        "snapshot_seconds": at_least(0),
+        "valid_fraction": between(0, 1, low_open=True, high_open=True)}
+
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "segment_length", "patience", "max_trials"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, not "
-                             f"'{self.selection}'")
+        check_fields(self)
+        checked_features(self)
         if self.selection == "eer" and self.attribute != SPEAKER_COLUMN:
-            raise ValueError(f"selection 'eer' scores speaker verification; a classifier of "
-                             f"'{self.attribute}' needs selection 'accuracy'")
+            raise ConfigError(f"XVectorTrainConfig.selection: 'eer' scores speaker verification; "
+                              f"a classifier of '{self.attribute}' needs 'accuracy'")
 
     @property
     def segments(self) -> SegmentConfig:
@@ -153,7 +169,7 @@ class XVectorTrainConfig:
     def run_settings(self) -> dict[str, Any]:
         """Settings that must match to reuse or resume a run (workers and device may change)."""
         data = asdict(self)
-        for key in ("workers", "device"):
+        for key in ("workers", "device", *SNAPSHOT_FIELDS):
             data.pop(key)
         return data
 
@@ -215,9 +231,7 @@ class XVectorExtractor:
         if arch.n_speakers != len(speakers):
             raise CheckpointError(f"{directory}: {arch.n_speakers} outputs but "
                                   f"{len(speakers)} speaker names")
-        if arch.n_freq != feats.n_freq:
-            raise CheckpointError(f"{directory}: architecture reads {arch.n_freq} bins, the "
-                                  f"feature settings give {feats.n_freq}")
+        check_bins(directory, arch.n_freq, feats)
         model = XVector(arch)
         load_module_state(model, state, directory)
         model.to(device).eval()
@@ -485,12 +499,15 @@ def train_xvector(
                                config.draws_per_epoch, config.seed, config.balanced)
 
     progress_state: dict[str, Any] = {
-        "epoch": 0, "best": {"eer": math.inf, "loss": math.inf, "epoch": -1},
+        "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
+        "best": {"eer": math.inf, "loss": math.inf, "epoch": -1},
         "bad_epochs": 0, "history": [], "finished": False, "stop": "max epochs",
     }
-    if run.state is not None:
-        progress_state = opt.restore(run.state, run.state_dir)
-        log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}")
+    if run.state is not None:  # a state saved before mid-epoch snapshots has no "step"
+        progress_state = {**progress_state, **opt.restore(run.state, run.state_dir)}
+        log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
+            f"step {progress_state['step']}/{crops.steps}")
+    timer = SnapshotTimer(config.checkpoint_every, config.snapshot_seconds)
 
     scored_by = (f"{int(valid_trials[2].numel())} valid trials" if valid_trials is not None
                  else "valid utterance accuracy")
@@ -501,11 +518,12 @@ def train_xvector(
     extractor = XVectorExtractor(model, encoder.classes, features, attribute=config.attribute)
     while progress_state["epoch"] < config.epochs:
         epoch = progress_state["epoch"]
-        loader = crops.loader(epoch, config.workers)
+        loader = crops.loader(epoch, config.workers,
+                              skip=progress_state["step"] * config.batch_size)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
         tick = time.perf_counter()
         for x, lengths, labels in tqdm(loader, total=crops.steps, unit="batch", leave=False,
+                                       initial=progress_state["step"],
                                        desc=f"epoch {epoch + 1}/{config.epochs}",
                                        disable=not progress):
             x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
@@ -514,10 +532,17 @@ def train_xvector(
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch "
                                          f"{epoch + 1}; lower the learning rate")
             opt.step(loss, config.grad_clip)
-            loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-        seconds = time.perf_counter() - tick
+            progress_state["step"] += 1
+            progress_state["loss_sum"] += loss.item() * len(labels)
+            progress_state["correct"] += int((logits.argmax(1) == labels).sum())
+            progress_state["seen"] += len(labels)
+            if timer.due(progress_state["step"], crops.steps):
+                now = time.perf_counter()
+                progress_state["seconds"] += now - tick
+                tick = now
+                opt.save(run.state_dir, progress_state)
+        seconds = progress_state["seconds"] + time.perf_counter() - tick
+        loss_sum, correct, seen = (progress_state[k] for k in ("loss_sum", "correct", "seen"))
 
         emb = extractor.embed_store(valid_store)
         if by_accuracy:
@@ -563,12 +588,14 @@ def train_xvector(
         if improved:
             progress_state["best"] = {"eer": error, "loss": loss_now, "epoch": epoch + 1}
         opt.scheduler.step(error)
-        progress_state["epoch"] = epoch + 1
+        progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
+                              seconds=0.0)
         if progress_state["bad_epochs"] >= config.patience:
             progress_state["stop"] = (f"early stop: validation score not better for "
                                       f"{config.patience} epochs")
             progress_state["epoch"] = config.epochs
         opt.save(run.state_dir, progress_state)
+        timer.saved()
 
     history = progress_state["history"]
     final = record_training(out_dir, {

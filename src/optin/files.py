@@ -1,0 +1,215 @@
+"""Writing outputs safely: one atomic-write helper, output-folder checks, resumable folders.
+
+Every file optin writes goes through :func:`atomic_output`: the data goes to a temporary file
+beside the target (``.<name>.<pid>.tmp``), which is renamed onto the target only when it is
+complete. On any failure (an exception, Ctrl-C, a full disk, a file-size limit) the temporary
+file is removed and the target is left as it was; an ``OSError`` becomes an
+:class:`OutputError` naming the target and the cause (``cannot write d/x.wav: No space left on
+device``).
+
+Commands check their output folder first with :func:`prepare_out_dir` (or
+:func:`prepare_out_file`), refuse outputs that would overwrite an input with
+:func:`refuse_overwrite`, and resume only a folder made with the same settings
+(:func:`claim_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from optin.errors import OptinError
+
+
+class OutputError(OptinError):
+    """An output that cannot or must not be written; the message names the path and why."""
+
+
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path, target: Path) -> Iterator[None]:
+    """Remove ``tmp`` (a file or folder) if the block fails; an ``OSError`` becomes an
+    :class:`OutputError` naming ``target``."""
+    try:
+        yield
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(f"cannot write {target}: {_cause(err)}") from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends, rename it onto ``path``.
+
+    The parent folder is created. ``suffix`` ends the temporary name, for writers that add
+    one of their own (``np.save`` adds ``.npy``). On failure nothing is left behind.
+
+    Raises:
+        OutputError: the file cannot be written (the OSError's cause, naming ``path``).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    with removed_on_failure(tmp, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def prepare_out_dir(path: str | os.PathLike, option: str = "--out-dir") -> Path:
+    """Create the output folder ``path`` and check that files can be made in it.
+
+    Raises:
+        OutputError: one line naming the option, the path and the cause: a file in the
+            way, no permission, a read-only or special file system...
+    """
+    path = Path(path)
+    problem = _folder_problem(path)
+    if problem:
+        raise OutputError(f"{option} {path}: {problem}")
+    return path
+
+
+def prepare_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check that the file ``path`` can be written: its folder as :func:`prepare_out_dir`,
+    and ``path`` itself not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; give a file name")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise OutputError(f"{option} {path}: its folder {path.parent}: {problem}")
+    return path
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Create the folder ``path``; what stops files being written in it, or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                       None)
+        if blocker is not None:
+            return f"cannot create the folder: {blocker} is a file"
+        return f"cannot create the folder: {_cause(err)}"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".optin-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"cannot write files in this folder: {_cause(err)}"
+    return None
+
+
+def refuse_overwrite(inputs: Iterable[Path], outputs: Iterable[Path],
+                     option: str = "--out-dir") -> None:
+    """Refuse when an output is an input: the same path after resolving links, or the same
+    file under another name (a hard link).
+
+    Raises:
+        OutputError: naming both files.
+    """
+    known: dict[object, Path] = {}
+    for source in inputs:
+        known[source.resolve()] = source
+        with contextlib.suppress(OSError):
+            st = source.stat()
+            known[(st.st_dev, st.st_ino)] = source
+    for out in outputs:
+        source = known.get(out.resolve())
+        if source is None:
+            with contextlib.suppress(OSError):
+                st = out.stat()
+                source = known.get((st.st_dev, st.st_ino))
+        if source is not None:
+            raise OutputError(f"the output {out} would overwrite the input {source}; "
+                              f"choose another {option}")
+
+
+def claim_folder(out: Path, state_name: str, settings: dict[str, Any], made: Iterable[Path],
+                 verb: str) -> None:
+    """Let a run resume in ``out`` only if the same settings made what is there.
+
+    The settings are recorded in ``out/state_name`` on the first run. A folder whose record
+    differs, or that holds outputs (``made``, the files this run would reuse) but no record,
+    is refused.
+
+    Args:
+        verb: what the outputs are ("anonymized", "obfuscated"), for the message.
+
+    Raises:
+        OutputError: naming the folder and the settings that differ.
+    """
+    state = out / state_name
+    settings = json.loads(json.dumps(settings))  # as it reads back
+    if state.is_file():
+        try:
+            found = json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise OutputError(f"{state} cannot be read ({err}); remove it or choose another "
+                              "--out-dir") from err
+        if found == settings:
+            return
+        if not isinstance(found, dict):
+            raise OutputError(f"{state} holds no settings; remove it or choose another "
+                              "--out-dir")
+        old, new = _flatten(found), _flatten(settings)
+        diff = ", ".join(f"{k}: {_short(old.get(k))} there, {_short(v)} now"
+                         for k, v in new.items() if old.get(k) != v)
+        raise OutputError(f"{out} holds files {verb} with other settings ({diff or found}); "
+                          "use the same settings to resume, or another --out-dir")
+    existing = next((p for p in made if p.exists()), None)
+    if existing is not None:
+        raise OutputError(f"{out} holds {existing} but no {state_name}, so the settings it "
+                          "was made with are unknown; choose an empty or new --out-dir")
+    write_json(state, settings, sort_keys=True)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    """``repr`` with long strings (hashes) cut to 12 characters."""
+    if isinstance(value, str) and len(value) > 16:
+        return repr(value[:12] + "...")
+    return repr(value)
+
+
+def _cause(err: OSError) -> str:
+    """The readable part of an OSError ("No space left on device")."""
+    return err.strerror or str(err) or type(err).__name__
