@@ -143,6 +143,8 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
         workers=args.workers, device=args.device,
         amp=None if args.amp is None else args.amp == "on",
         checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
+        obfuscator_residual=True if args.residual else None,
+        privacy_warmup=args.privacy_warmup, contraction=args.contraction,
     )
     prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
@@ -451,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--obfuscator-blocks", type=int, help="residual blocks (paper: 3)")
     p.add_argument("--deobfuscator-width", type=int, help="base channels C (paper: 64)")
     p.add_argument("--deobfuscator-blocks", type=int, help="residual blocks (paper: 6)")
+    p.add_argument("--residual", action="store_true",
+                   help="x + G(x), starting as the identity (real speech: with --optimizer adam "
+                        "--lr 1e-3 --privacy-warmup 2)")
+    p.add_argument("--privacy-warmup", type=float,
+                   help="epochs over which lambda_p ramps in from 0 (default 0)")
+    p.add_argument("--contraction", type=float,
+                   help="weight of the within-class contraction L_c, times lambda_p (default 0)")
     p.add_argument("--draws-per-epoch", type=int)
     p.add_argument("--min-agreement", type=float,
                    help="validation agreement a selected epoch must reach (default 0.95)")

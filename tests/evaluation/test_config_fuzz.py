@@ -109,7 +109,30 @@ def test_every_mapping_section_is_checked_against_what_it_configures():
     """A new options section of ExperimentConfig must be registered in SECTIONS."""
     mappings = {name for name, setting in TOP_LEVEL.items()
                 if typing.get_origin(setting.type) is dict}
-    assert mappings - {"data"} == set(SECTIONS)
+    # ``sweep`` maps obfuscator options to lists of values: checked against that section
+    assert mappings - {"data", "sweep"} == set(SECTIONS)
+
+
+@pytest.mark.parametrize(("sweep", "extra", "message"), [
+    ({"lambda_pp": [1.0]}, {}, "sweep.lambda_pp: unknown obfuscator option"),
+    ({"lambda_p": []}, {}, "sweep.lambda_p: expected at least one value"),
+    ({"lambda_p": [1.0, -2.0]}, {}, "sweep.lambda_p: expected a number >= 0, got -2.0"),
+    ({"lambda_p": ["x"]}, {}, "sweep.lambda_p: expected a number >= 0, got 'x'"),
+    ({"lambda_p": [1.0]}, {"systems": ["mcadams"]}, "sweep: varies the 'opt-in' system"),
+    ({"lambda_p": 1.0}, {}, "sweep: expected"),
+])
+def test_a_bad_sweep_is_refused_naming_the_option(sweep, extra, message):
+    with pytest.raises(ExperimentError) as err:
+        ExperimentConfig.from_dict({**BASE, "sweep": sweep, **extra}, SOURCE)
+    assert str(err.value).startswith(f"{SOURCE}: {message}"), str(err.value)
+
+
+def test_a_sweep_adds_one_opt_in_system_per_value():
+    config = ExperimentConfig.from_dict({**BASE, "sweep": {"lambda_p": [0.3, 3.0]},
+                                         "obfuscator": {"epochs": 2}}, SOURCE)
+    runs = config.system_runs()
+    assert [key for key, _, _ in runs] == ["opt-in", "opt-in@lambda_p=0.3", "opt-in@lambda_p=3.0"]
+    assert runs[2][2] == {"epochs": 2, "lambda_p": 3.0}
 
 
 @pytest.mark.parametrize(("path", "kind", "value"), CASES,
