@@ -47,7 +47,8 @@ def test_xvector_family_learns_gender_and_is_scored(quick_corpus, tmp_path):
     manifest = Manifest.read(quick_corpus)
     settings = AttackerSettings(families=("xvector",), epochs=4, patience=2)
     folder = train_attacker("xvector", manifest, "gender", tmp_path, "quick", 0,
-                            {"frame_channels": 32, "pool_channels": 64}, settings,
+                            {"frame_channels": 32, "pool_channels": 64, "embed_dim": 32,
+                             "segment_dim": 32, "segment_length": 100}, settings,
                             progress=False)
     attacker = LoadedAttacker("xvector", folder)
     assert attacker.model.attribute == "gender"

@@ -29,6 +29,7 @@ def tiny_config(name: str = "tiny-fig4", attacked=("gender", "emotion")) -> Expe
         "systems": ["opt-in", "adr", "mcadams"], "preset": "quick", "seeds": [0],
         "classifier": TINY_CLASSIFIER, "obfuscator": TINY_OBFUSCATOR,
         "xvector": TINY_XVECTOR, "adr": TINY_ADR, "mcadams": {"alpha": 0.8},
+        "attackers": {"epochs": 2, "patience": 1},
     })
 
 
