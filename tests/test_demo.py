@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             "xvector": {"epochs": 2, "frame_channels": 16, "pool_channels": 32,
                         "embed_dim": 32, "segment_dim": 32, "segment_length": 100},
             "adr": {"epochs": 5, "classifier_epochs": 5},
-            "attackers": {"epochs": 2, "patience": 1},
+            "attackers": {"families": ["deepspeech2"], "epochs": 2, "patience": 1},
         },
     }
     summary = run_demo(tmp_path / "demo", progress=False, **kwargs)
