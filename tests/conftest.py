@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one torch thread per worker: the workers already fill the cores, and
+    two threads each on two cores only thrash (the small models here gain nothing from them)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def voiced(seconds: float = 1.0, rate: int = 16000, f0: float = 140.0, seed: int = 0
