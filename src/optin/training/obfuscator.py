@@ -270,8 +270,9 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
         l_p = adversary.privacy_loss(x, x_obf)
         loss = obfuscator_objective(l_t, l_p, config.lambda_t, lambda_p)
         classes = t_orig.argmax(dim=1)
-        l_c = templates.loss(x_obf, classes) if templates is not None else torch.zeros(())
+        l_c = torch.zeros(())
         if templates is not None:
+            l_c = templates.loss(x_obf, classes)
             loss = loss + lambda_p * config.contraction * l_c
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(f"obfuscator objective became {float(loss)}; lower --lr")
@@ -284,7 +285,7 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
     scaler.update()
     if templates is not None:
         templates.update(x_obf, classes)
-    return {"L_a": float(l_a), "L_t": l_t.item(), "L_p": l_p.item(), "L_c": float(l_c),
+    return {"L_a": float(l_a), "L_t": l_t.item(), "L_p": l_p.item(), "L_c": float(l_c.detach()),
             "agreement": float(agreement(t_obf.detach(), t_orig)), "objective": loss.item()}
 
 
