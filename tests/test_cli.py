@@ -81,3 +81,24 @@ def test_eval_errors_name_the_problem(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "none"), "--manifest",
                  str(tmp_path / "m.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_experiment_seeds_option_overrides_every_config(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    import optin.evaluation.experiment as experiment
+    import optin.evaluation.report as report
+
+    ran = []
+    monkeypatch.setattr(experiment, "run_experiment",
+                        lambda config, out, **kw: ran.append((config.name, config.seeds)))
+    monkeypatch.setattr(report, "build_report", lambda dirs, out: out / "report.md")
+    configs = Path(__file__).parents[1] / "configs"
+    assert main(["experiment", str(configs / "emodb-fig4.yaml"),
+                 str(configs / "emodb-fig3a.yaml"), "--out", str(tmp_path / "runs"),
+                 "--seeds", "2", "0", "2"]) == 0
+    assert ran == [("emodb-fig4", [0, 2]), ("emodb-fig3a", [0, 2])]
+    with pytest.raises(SystemExit):
+        main(["experiment", str(configs / "emodb-fig4.yaml"), "--out", str(tmp_path / "r"),
+              "--seeds", "-1"])
+    assert "--seeds" in capsys.readouterr().err

@@ -18,6 +18,7 @@ so a path under a file, a read-only or special file system fails at once, naming
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -222,6 +223,8 @@ def _experiment(args: argparse.Namespace) -> int:
     from optin.evaluation.experiment import load_experiments, run_experiment
 
     configs = load_experiments(args.configs)
+    if args.seeds:
+        configs = [dataclasses.replace(c, seeds=sorted(set(args.seeds))) for c in configs]
     prepare_out_dir(args.out, "--out")
     for config in configs:
         run_experiment(config, args.out, data_root=args.data_root, progress=not args.quiet,
@@ -495,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", type=Path, nargs="+", help="experiment YAML file(s)")
     p.add_argument("--out", type=Path, required=True, help="run folder (shared, resumable)")
     p.add_argument("--data-root", type=Path, help="folder the configs' corpus paths are under")
+    p.add_argument("--seeds", type=NON_NEGATIVE, nargs="+", metavar="SEED",
+                   help="run these seeds instead of the configs' (e.g. --seeds 0 first; a "
+                        "later run with more seeds reuses every finished model)")
 
     p = add(sub, "report", _report, "rebuild report.md and figures from stored results")
     p.add_argument("dirs", type=Path, nargs="+", help="run folders (results.json) to merge")

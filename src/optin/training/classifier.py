@@ -2,7 +2,8 @@
 
 ``train_classifier`` fits on the manifest's ``train`` split and selects on ``valid`` (never on
 ``test``): class-balanced sampling, AdamW, gradient clipping, a plateau learning-rate
-schedule, early stopping on validation utterance accuracy (ties: loss lower by 1e-3),
+schedule, early stopping on validation utterance accuracy (ties: loss lower by 1e-3; a stop
+after two epochs at 100 %, which no later epoch can beat),
 ``metrics.csv`` per epoch, and resume after a kill (the training state is saved every
 ``checkpoint_every`` steps or ``snapshot_seconds`` seconds, whichever comes first, and at every
 epoch end; rerunning the same call continues).
@@ -54,6 +55,7 @@ from optin.training.runs import (
     Optimisation,
     SnapshotTimer,
     checked_features,
+    early_stop,
     hold_out_share,
     log,
     open_run,
@@ -393,9 +395,11 @@ def train_classifier(
         opt.scheduler.step(scores["utterance_accuracy"])
         progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
                               seconds=0.0)
-        if progress_state["bad_epochs"] >= config.patience:
-            stop_reason = (f"early stop: validation accuracy not higher for {config.patience} "
-                           "epochs")
+        reason = early_stop([1.0 - h["valid_utterance_accuracy"] for h in
+                             progress_state["history"]], progress_state["bad_epochs"],
+                            config.patience)
+        if reason is not None:
+            stop_reason = reason
             progress_state["epoch"] = config.epochs
         snapshot()
 

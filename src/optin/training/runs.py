@@ -131,6 +131,27 @@ def record_training(out_dir: Path, training: dict[str, Any]) -> dict[str, Any]:
     return read_config(out_dir)
 
 
+# epochs in a row at zero validation error (100 % accuracy, or EER 0) after which a run stops:
+# its selection score can go no higher, so more epochs could only move the tie-breaking loss
+CEILING_EPOCHS = 2
+
+
+def early_stop(errors: list[float], bad_epochs: int, patience: int) -> str | None:
+    """Why a supervised run stops after its latest epoch, or ``None`` to go on.
+
+    Args:
+        errors: the validation error of every epoch so far (lower is better, 0 is perfect:
+            1 - utterance accuracy, or the EER).
+        bad_epochs: epochs since the error last fell.
+        patience: the run's patience.
+    """
+    if len(errors) >= CEILING_EPOCHS and all(e <= 0.0 for e in errors[-CEILING_EPOCHS:]):
+        return f"early stop: validation error 0 (its floor) for {CEILING_EPOCHS} epochs"
+    if bad_epochs >= patience:
+        return f"early stop: validation score not better for {patience} epochs"
+    return None
+
+
 class SnapshotTimer:
     """When a training loop saves its state before the end of an epoch: every ``every_steps``
     steps or once ``every_seconds`` have passed since the last save, whichever comes first, so

@@ -75,6 +75,7 @@ from optin.training.runs import (
     Optimisation,
     SnapshotTimer,
     checked_features,
+    early_stop,
     hold_out_share,
     log,
     open_run,
@@ -590,9 +591,11 @@ def train_xvector(
         opt.scheduler.step(error)
         progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
                               seconds=0.0)
-        if progress_state["bad_epochs"] >= config.patience:
-            progress_state["stop"] = (f"early stop: validation score not better for "
-                                      f"{config.patience} epochs")
+        reason = early_stop([1.0 - h["valid_speaker_accuracy"] if by_accuracy else h["valid_eer"]
+                             for h in progress_state["history"]],
+                            progress_state["bad_epochs"], config.patience)
+        if reason is not None:
+            progress_state["stop"] = reason
             progress_state["epoch"] = config.epochs
         opt.save(run.state_dir, progress_state)
         timer.saved()
