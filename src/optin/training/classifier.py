@@ -3,7 +3,7 @@
 ``train_classifier`` fits on the manifest's ``train`` split and selects on ``valid`` (never on
 ``test``): class-balanced sampling, AdamW, gradient clipping, a plateau learning-rate
 schedule, early stopping on validation utterance accuracy (ties: loss lower by 1e-3; a stop
-after two epochs at 100 %, which no later epoch can beat),
+after two epochs at 100 %: the accuracy can go no higher),
 ``metrics.csv`` per epoch, and resume after a kill (the training state is saved every
 ``checkpoint_every`` steps or ``snapshot_seconds`` seconds, whichever comes first, and at every
 epoch end; rerunning the same call continues).
