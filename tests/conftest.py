@@ -66,7 +66,7 @@ def kill_and_resume(command: list[str], tmp_path, timeout: float = 300.0):
     import subprocess
     import time
 
-    from optin.training.checkpoint import load_state
+    from optin.checkpoint import load_state
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -115,9 +115,9 @@ def save_tiny_obfuscator(directory, seed: int = 0, fill: float | None = None):
     import torch
 
     from optin.audio.features import FeatureConfig
+    from optin.checkpoint import save_checkpoint
     from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
     from optin.privacy.obfuscator import OBFUSCATOR_KIND
-    from optin.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     net = Generator(GeneratorConfig(base_width=4, residual_blocks=1))

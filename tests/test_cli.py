@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
+from typing import Literal
 
 import pytest
 
 from optin.cli import build_parser, main
 from optin.corpora import Manifest
-from optin.corpora.dummies import break_audio, make_ravdess_tree
+from optin.testing.dummies import break_audio, make_ravdess_tree
 
 
 def test_help_lists_the_commands(capsys):
@@ -102,3 +105,61 @@ def test_experiment_seeds_option_overrides_every_config(tmp_path, monkeypatch, c
         main(["experiment", str(configs / "emodb-fig4.yaml"), "--out", str(tmp_path / "r"),
               "--seeds", "-1"])
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_training_options_are_generated_from_the_config_fields():
+    from optin.cli import add_settings, settings_given
+    from optin.training.classifier import ClassifierTrainConfig
+    from optin.training.obfuscator_config import ObfuscatorTrainConfig
+
+    def dests(path):
+        sub = build_parser()
+        for name in path:
+            sub = next(a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"
+                       ).choices[name]
+        return {a.dest for a in sub._actions}
+
+    for path, cls, left in ((("train", "target"), ClassifierTrainConfig, {"attribute", "role"}),
+                            (("train", "obfuscator"), ObfuscatorTrainConfig, set())):
+        fields = {f.name for f in dataclasses.fields(cls)} - left - {"features"}
+        assert fields <= dests(path), fields - dests(path)
+
+    @dataclasses.dataclass
+    class NewSettings:  # a config that grows a field gets its option with no other edit
+        steps: int = 3
+        rate: float | None = None
+        mode: Literal["a", "b"] = "a"
+        fast: bool = False
+        safe: bool = True
+
+    parser = argparse.ArgumentParser()
+    add_settings(parser, NewSettings)
+    args = parser.parse_args(["--steps", "5", "--mode", "b", "--fast", "--safe", "off"])
+    assert settings_given(args, NewSettings) == {"steps": 5, "mode": "b", "fast": True,
+                                                 "safe": False}
+    assert settings_given(parser.parse_args([]), NewSettings) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--safe", "maybe"])
+
+
+def test_the_residual_alias_and_a_generated_option_reach_the_config(tmp_path):
+    from optin.cli import settings_given
+    from optin.training.obfuscator_config import ObfuscatorTrainConfig
+
+    args = build_parser().parse_args(
+        ["train", "obfuscator", "--manifest", "m.csv", "--target", "t", "--out", "o",
+         "--residual", "--template-momentum", "0.9", "--amp", "off"])
+    assert settings_given(args, ObfuscatorTrainConfig) == {
+        "obfuscator_residual": True, "template_momentum": 0.9, "amp": False}
+
+
+def test_help_and_other_commands_do_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from optin.cli import build_parser; "
+            "build_parser(['data', 'info', 'm.csv']); build_parser(['--help']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

@@ -13,6 +13,11 @@ Logs and progress go to stderr; results that scripts read go to stdout. Exit sta
 
 Every command that writes checks its output folder first (:func:`optin.files.prepare_out_dir`),
 so a path under a file, a read-only or special file system fails at once, naming the path.
+
+Each command imports its modules when it runs (the one place where optin imports inside
+functions): ``optin --help`` and a mistyped option answer at once instead of loading torch,
+onnx and scipy first (about 5 s). The training commands' options are generated from their
+config classes (:func:`add_settings`).
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from optin import __version__
 from optin.errors import ConfigError, OptinError
 from optin.files import prepare_out_dir, prepare_out_file, refuse_overwrite
-from optin.settings import Rule, Setting, above, at_least, between
+from optin.settings import Rule, Setting, above, at_least, between, settings_of
 
 
 def _data_import(args: argparse.Namespace) -> int:
@@ -107,18 +113,10 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
-    from optin.training.classifier import preset_config, train_classifier
+    from optin.training.classifier import ClassifierTrainConfig, preset_config, train_classifier
 
-    config = preset_config(
-        args.attribute, args.preset, role=args.role, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-        workers=args.workers, device=args.device, segment_length=args.segment_length,
-        segment_hop=args.segment_hop, conv_channels=args.conv_channels,
-        hidden_size=args.hidden_size, rnn_layers=args.rnn_layers, rnn_type=args.rnn_type,
-        vote=args.vote, balanced=None if args.balanced is None else args.balanced == "on",
-        amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
-    )
+    config = preset_config(args.attribute, args.preset, role=args.role,
+                           **settings_given(args, ClassifierTrainConfig, CLASSIFIER_OWN_OPTIONS))
     prepare_out_dir(args.out, "--out")
     final = train_classifier(args.manifest, config, args.out, progress=not args.quiet,
                              cache_root=args.cache_dir)
@@ -131,22 +129,10 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 
 def _train_obfuscator(args: argparse.Namespace) -> int:
-    from optin.training.obfuscator import obfuscator_preset, train_obfuscator
+    from optin.training.obfuscator import train_obfuscator
+    from optin.training.obfuscator_config import ObfuscatorTrainConfig, obfuscator_preset
 
-    config = obfuscator_preset(
-        args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, lambda_t=args.lambda_t, lambda_p=args.lambda_p,
-        privacy_layer=args.privacy_layer, deobfuscator_steps=args.deobfuscator_steps,
-        hard_targets=True if args.hard_targets else None, segment_length=args.segment_length,
-        draws_per_epoch=args.draws_per_epoch, min_agreement=args.min_agreement, seed=args.seed,
-        obfuscator_width=args.obfuscator_width, obfuscator_blocks=args.obfuscator_blocks,
-        deobfuscator_width=args.deobfuscator_width, deobfuscator_blocks=args.deobfuscator_blocks,
-        workers=args.workers, device=args.device,
-        amp=None if args.amp is None else args.amp == "on",
-        checkpoint_every=args.checkpoint_every, snapshot_seconds=args.snapshot_seconds,
-        obfuscator_residual=True if args.residual else None,
-        privacy_warmup=args.privacy_warmup, contraction=args.contraction,
-    )
+    config = obfuscator_preset(args.preset, **settings_given(args, ObfuscatorTrainConfig))
     prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
                      cache_root=args.cache_dir)
@@ -220,7 +206,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from optin.evaluation.experiment import load_experiments, run_experiment
+    from optin.evaluation.experiment import run_experiment
+    from optin.evaluation.experiment_config import load_experiments
 
     configs = load_experiments(args.configs)
     if args.seeds:
@@ -245,7 +232,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from optin.deploy.streaming import stream_command
+    from optin.deploy.stream_io import stream_command
 
     if args.output != "-":
         prepare_out_file(args.output, "--output")
@@ -267,7 +254,7 @@ def _export(args: argparse.Namespace) -> int:
                          include_frontend=not args.features_only, int8_layers=args.int8_layers)
     result: dict = {"export": report.to_dict()}
     if args.check_target is not None:
-        from optin.deploy.quantize import int8_agreement
+        from optin.deploy.agreement import int8_agreement
 
         result["int8_agreement"] = int8_agreement(
             args.model, args.check_target, args.manifest, split=args.split,
@@ -340,8 +327,58 @@ POSITIVE = _ranged(float, above(0))  # durations
 SHARE = _ranged(float, between(0, 1, high_open=True))  # split fractions
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (one sub-parser per command)."""
+# ClassifierTrainConfig fields set otherwise: --attribute (required) and the sub-command (role)
+CLASSIFIER_OWN_OPTIONS = ("attribute", "role")
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, exclude: Sequence[str] = (),
+                 aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """One option per setting of the dataclass ``cls``: ``--field-name``, typed by the field's
+    annotation (a Literal gives choices; a bool that defaults to False a switch, one that
+    defaults to True ``on``/``off``), help from ``cls.HELP``. Every option defaults to None (the
+    preset's value); the config checks the ranges. A new field is a new option, with no edit
+    here. Fields of other types (the feature settings) are left to the config."""
+    helps = getattr(cls, "HELP", {})
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, setting in settings_of(cls, exclude=exclude).items():
+        flags = [f"--{name.replace('_', '-')}", *(aliases or {}).get(name, ())]
+        common: dict[str, object] = {"dest": name, "help": helps.get(name)}
+        kinds = [k for k in typing.get_args(setting.type) if k is not type(None)] or [
+            setting.type]
+        if typing.get_origin(setting.type) is typing.Literal:
+            parser.add_argument(*flags, choices=list(typing.get_args(setting.type)), **common)
+        elif setting.type is bool and defaults[name] is False:
+            parser.add_argument(*flags, action="store_const", const=True, **common)
+        elif setting.type is bool:
+            parser.add_argument(*flags, type=_on_off, metavar="{on,off}", **common)
+        elif len(kinds) == 1 and kinds[0] in (int, float, str):
+            parser.add_argument(*flags, type=kinds[0], **common)
+
+
+def settings_given(args: argparse.Namespace, cls: type, exclude: Sequence[str] = ()
+                   ) -> dict[str, object]:
+    """The settings of ``cls`` given on the command line (the options :func:`add_settings`
+    made, with the same ``exclude``, that were used)."""
+    return {name: getattr(args, name) for name in settings_of(cls, exclude=exclude)
+            if getattr(args, name, None) is not None}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (one sub-parser per command).
+
+    The training commands' options come from their config classes (:func:`add_settings`),
+    whose modules load torch; given the ``argv`` about to be parsed, they are added only when
+    the command is ``train``, so that ``optin --help`` and the other commands start without it.
+    Without ``argv``, the full parser.
+    """
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    training = argv is None or command == "train"
     parser = argparse.ArgumentParser(
         prog="optin", description="Opt-in privacy protection for audio."
     )
@@ -412,26 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--attribute", required=True, help="manifest column to classify")
         p.add_argument("--out", type=Path, required=True, help="run / checkpoint folder")
         p.add_argument("--preset", choices=["quick", "paper"], default="quick")
-        p.add_argument("--epochs", type=int)
-        p.add_argument("--batch-size", type=int)
-        p.add_argument("--lr", type=float)
-        p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-        p.add_argument("--seed", type=int)
-        p.add_argument("--workers", type=int, help="DataLoader worker processes")
-        p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-        p.add_argument("--segment-length", type=int, help="frames per segment (10 ms each)")
-        p.add_argument("--segment-hop", type=int)
-        p.add_argument("--conv-channels", type=int)
-        p.add_argument("--hidden-size", type=int)
-        p.add_argument("--rnn-layers", type=int)
-        p.add_argument("--rnn-type", choices=["gru", "lstm"])
-        p.add_argument("--vote", choices=["majority", "mean"])
-        p.add_argument("--balanced", choices=["on", "off"], help="class-balanced sampling")
-        p.add_argument("--amp", choices=["on", "off"], help="mixed precision on a GPU")
-        p.add_argument("--checkpoint-every", type=int,
-                       help="save the training state every N steps (default 50)")
-        p.add_argument("--snapshot-seconds", type=float,
-                       help="... and every S seconds, whichever comes first (default 60)")
+        if training:
+            from optin.training.classifier import ClassifierTrainConfig
+
+            add_settings(p, ClassifierTrainConfig, exclude=CLASSIFIER_OWN_OPTIONS)
         p.add_argument("--cache-dir", type=Path)
 
     p = add(tsub, "obfuscator", _train_obfuscator,
@@ -440,40 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=Path, required=True, help="the target model's checkpoint")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--preset", choices=["quick", "paper"], default="quick")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate of both networks (paper: 1e-2)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], help="paper: sgd, momentum 0.9")
-    p.add_argument("--lambda-t", type=float, help="weight of the target loss L_t")
-    p.add_argument("--lambda-p", type=float, help="weight of the privacy loss L_p")
-    p.add_argument("--privacy-layer", type=int, help="N: deobfuscator stages forming F_gamma")
-    p.add_argument("--deobfuscator-steps", type=int,
-                   help="K: deobfuscator updates per obfuscator update")
-    p.add_argument("--hard-targets", action="store_true",
-                   help="L_t against T(X)'s label instead of its posterior")
-    p.add_argument("--segment-length", type=int, help="frames per training crop")
-    p.add_argument("--obfuscator-width", type=int, help="base channels C (paper: 16)")
-    p.add_argument("--obfuscator-blocks", type=int, help="residual blocks (paper: 3)")
-    p.add_argument("--deobfuscator-width", type=int, help="base channels C (paper: 64)")
-    p.add_argument("--deobfuscator-blocks", type=int, help="residual blocks (paper: 6)")
-    p.add_argument("--residual", action="store_true",
-                   help="x + G(x), starting as the identity (real speech: with --optimizer adam "
-                        "--lr 1e-3 --privacy-warmup 2)")
-    p.add_argument("--privacy-warmup", type=float,
-                   help="epochs over which lambda_p ramps in from 0 (default 0)")
-    p.add_argument("--contraction", type=float,
-                   help="weight of the within-class contraction L_c, times lambda_p (default 0)")
-    p.add_argument("--draws-per-epoch", type=int)
-    p.add_argument("--min-agreement", type=float,
-                   help="validation agreement a selected epoch must reach (default 0.95)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--amp", choices=["on", "off"])
-    p.add_argument("--checkpoint-every", type=int,
-                   help="save the training state every N steps (default 50)")
-    p.add_argument("--snapshot-seconds", type=float,
-                   help="... and every S seconds, whichever comes first (default 60)")
+    if training:
+        from optin.training.obfuscator_config import ObfuscatorTrainConfig
+
+        add_settings(p, ObfuscatorTrainConfig, aliases={"obfuscator_residual": ("--residual",)})
     p.add_argument("--cache-dir", type=Path)
 
     p = add(sub, "obfuscate", _obfuscate,
@@ -596,7 +587,8 @@ def error_line(err: OptinError | OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optin`` program (exit statuses in the module docstring)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     debug = bool(os.environ.get("OPTIN_DEBUG"))
     try:
         status = args.func(args)

@@ -26,7 +26,9 @@ from optin.audio.io import write_audio
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.evaluation.experiment import ExperimentConfig, run_experiment
+from optin.evaluation.report import build_report
 from optin.files import write_bytes, write_json
+from optin.privacy.obfuscator import Obfuscator
 
 DEMO_FIGURES = ("3a", "4")
 DEMO_SYSTEMS = {"3a": ["opt-in", "adr"], "4": ["opt-in", "adr", "mcadams"]}
@@ -67,8 +69,6 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
     ``corpus`` (``speakers``, ``sentences``) and ``options`` (per config section) override the
     quick presets (the integration test uses them to run small).
     """
-    from optin.evaluation.report import build_report
-
     out = Path(out)
     start = time.perf_counter()
     experiments = [run_experiment(config, out, progress=progress, report=False)
@@ -98,8 +98,6 @@ def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count
                    mcadams_dir: Path | None = None) -> list[Path]:
     """Copy a few test utterances beside their obfuscated audio (Griffin-Lim) and, given the
     McAdams system's folder, their McAdams-anonymized audio."""
-    from optin.privacy.obfuscator import Obfuscator
-
     obfuscator = Obfuscator.load(obfuscator_dir)
     cache = FeatureCache.for_manifest(manifest, obfuscator.features)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,10 @@ are ``int``, ``float`` (finite; an int is accepted), ``bool`` (only a real bool)
 ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]`` / ``tuple[X, Y]`` and
 ``dict[str, X]``; a rule of a list or tuple applies to every item. Nothing is converted.
 
+Settings that are stored (checkpoint architectures, feature settings, baselines' configs)
+derive from :class:`StrictConfig`: one ``to_dict`` / ``from_dict`` pair that refuses unknown
+keys by name.
+
 A class calls :func:`check_fields` from ``__post_init__``; the message names the class and the
 field: ``ConfigError("ClassifierTrainConfig.epochs: expected an integer >= 1, got 0")``.
 :func:`settings_of` gives the same schema as data (used by the experiment config and its fuzz
@@ -25,7 +29,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 from optin.errors import ConfigError, OptinError
 
@@ -134,6 +138,40 @@ class Setting:
 
     def expected(self) -> str:
         return _describe(self.type, self.rule)
+
+
+class StrictConfig:
+    """Base of the settings dataclasses that are stored in checkpoints and run folders.
+
+    ``to_dict`` gives the fields as a plain dict; ``from_dict`` rebuilds from it, refusing
+    unknown keys by name (with :attr:`UNKNOWN_ERROR`, :class:`ConfigError` unless a class
+    names its own) and turning JSON lists back into tuples where a field is a tuple.
+    """
+
+    UNKNOWN_ERROR: ClassVar[type[Exception]] = ConfigError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON friendly)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Rebuild from :meth:`to_dict` output (or its JSON); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise cls.UNKNOWN_ERROR(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        values = {key: tuple(value) if isinstance(value, list) and _is_tuple(hints.get(key))
+                  else value for key, value in data.items()}
+        return cls(**values)
+
+
+def _is_tuple(annotation: Any) -> bool:
+    origin, args = _parts(annotation)
+    if _is_union(origin):
+        return any(_is_tuple(a) for a in args)
+    return origin is tuple or annotation is tuple
 
 
 def settings_of(target: type | Callable[..., Any], ranges: Mapping[str, Rule] | None = None,

@@ -106,5 +106,5 @@ def test_feature_config_fingerprint_changes_with_settings():
     assert a.fingerprint() == FeatureConfig().fingerprint()
     assert a.fingerprint() != FeatureConfig(hop_length=80).fingerprint()
     assert FeatureConfig.from_dict(a.to_dict()) == a
-    with pytest.raises(ValueError, match="unknown feature setting"):
+    with pytest.raises(ValueError, match="unknown FeatureConfig setting"):
         FeatureConfig.from_dict({**a.to_dict(), "bogus": 1})

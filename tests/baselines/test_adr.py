@@ -23,7 +23,7 @@ from optin.baselines.adr import (
     save_adr,
 )
 from optin.baselines.adr_training import train_adr
-from optin.training.checkpoint import CheckpointError, read_config, save_checkpoint
+from optin.checkpoint import CheckpointError, read_config, save_checkpoint
 
 DIM = 512
 
@@ -305,7 +305,7 @@ def test_config_round_trip_presets_and_validation():
     assert paper.effective_adversary_lr == 1e-4 and paper.adversarial_weight == 1.0
     assert (paper.latent_dim, paper.inference_w, paper.reference_gradient) == (128, 0.5, False)
     assert set(ADR_PRESETS) == {"paper", "quick"}
-    with pytest.raises(ADRInputError, match=r"unknown ADRConfig option.*bogus"):
+    with pytest.raises(ADRInputError, match=r"unknown ADRConfig setting.*bogus"):
         ADRConfig.from_dict({"bogus": 1})
     with pytest.raises(ADRInputError, match=r"ADRConfig\.lr"):
         ADRConfig(lr=-1.0)

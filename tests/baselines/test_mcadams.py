@@ -146,7 +146,7 @@ def test_bad_config_is_named(kwargs, message):
     with pytest.raises(ValueError) as info:
         McAdamsConfig(**kwargs)
     assert message in str(info.value)
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(ValueError, match="unknown McAdamsConfig setting"):
         McAdamsConfig.from_dict({"alpha": 0.8, "beta": 1})
 
 

@@ -10,7 +10,14 @@ import pytest
 
 from optin.audio import AudioError
 from optin.corpora.csv_import import prepare_csv
-from optin.corpora.dummies import (
+from optin.corpora.emodb import EMOTIONS, SENTENCES, SPEAKERS, parse_emodb_name, prepare_emodb
+from optin.corpora.emovdb import prepare_emovdb
+from optin.corpora.importing import ImportReport, LayoutError
+from optin.corpora.librispeech import prepare_librispeech
+from optin.corpora.manifest import Manifest, ManifestError
+from optin.corpora.ravdess import prepare_ravdess
+from optin.corpora.voxceleb2 import prepare_voxceleb2
+from optin.testing.dummies import (
     FakeTree,
     break_audio,
     make_emodb_tree,
@@ -20,13 +27,6 @@ from optin.corpora.dummies import (
     make_voxceleb2_tree,
     tone,
 )
-from optin.corpora.emodb import EMOTIONS, SENTENCES, SPEAKERS, parse_emodb_name, prepare_emodb
-from optin.corpora.emovdb import prepare_emovdb
-from optin.corpora.importing import ImportReport, LayoutError
-from optin.corpora.librispeech import prepare_librispeech
-from optin.corpora.manifest import Manifest, ManifestError
-from optin.corpora.ravdess import prepare_ravdess
-from optin.corpora.voxceleb2 import prepare_voxceleb2
 
 LABELS = {
     "ravdess": ("id", "speaker", "gender", "emotion", "utterance", "text", "intensity",
@@ -555,8 +555,8 @@ def test_csv_import_missing_audio_fails_or_is_skipped(tmp_path):
 
 
 def test_speaker_missing_from_metadata_is_reported(tmp_path):
-    from optin.corpora.dummies import LIBRISPEECH_SPEAKERS, make_librispeech_tree
     from optin.corpora.librispeech import prepare_librispeech
+    from optin.testing.dummies import LIBRISPEECH_SPEAKERS, make_librispeech_tree
 
     tree = make_librispeech_tree(tmp_path, extras=False)
     speakers_txt = tmp_path / "LibriSpeech" / "SPEAKERS.TXT"

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from optin.corpora.espeak import ESpeak, ESpeakError, Utterance
 from optin.corpora.manifest import Manifest
-from optin.corpora.synth import (
+from optin.corpora.synth import synthesize_corpus
+from optin.corpora.synth_plan import (
     EMOTION_NAMES,
     FEMALE_VARIANTS,
     MALE_VARIANTS,
@@ -22,7 +23,6 @@ from optin.corpora.synth import (
     SynthesisError,
     plan_clips,
     plan_speakers,
-    synthesize_corpus,
 )
 
 QUICK_SPEAKERS, QUICK_SENTENCES = 8, 6

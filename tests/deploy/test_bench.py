@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from optin.audio.features import FeatureConfig
+from optin.checkpoint import save_checkpoint
 from optin.deploy.bench import PAPER_TABLE1, audio_flops, bench, format_bench, torch_threads
 from optin.deploy.flops import conv_flops, counter_flops
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import OBFUSCATOR_KIND
-from optin.training.checkpoint import save_checkpoint
 
 TINY = {"repeats": 2, "warmup": 1, "seconds": 0.25, "threads": 1}
 

@@ -12,19 +12,15 @@ import torch
 from torch import nn
 
 from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
-from optin.corpora.dummies import tone
+from optin.checkpoint import save_checkpoint
+from optin.deploy.agreement import int8_agreement
 from optin.deploy.export import export_onnx, probe_input, read_metadata
 from optin.deploy.graphs import DftSpectrogram, FeatureGraph, FoldedConv2d
-from optin.deploy.quantize import (
-    calibration_inputs,
-    int8_agreement,
-    manifest_calibration,
-    spatial_convs,
-)
+from optin.deploy.quantize import calibration_inputs, manifest_calibration, spatial_convs
 from optin.deploy.runtime import OnnxModelError, OnnxObfuscator
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import OBFUSCATOR_KIND, Obfuscator
-from optin.training.checkpoint import save_checkpoint
+from optin.testing.dummies import tone
 
 # int8 against float32, relative RMS of the output. Measured on the untrained (random) paper-size
 # obfuscator used here: 0.26 on speech-like tones (0.32 with every conv quantized); broken

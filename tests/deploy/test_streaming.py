@@ -14,18 +14,13 @@ from tests.conftest import save_tiny_obfuscator, voiced
 
 from optin.audio.features import FeatureConfig, features_to_magnitude, spectrogram
 from optin.audio.io import AudioError
+from optin.checkpoint import save_checkpoint
 from optin.cli import main
 from optin.deploy.receptive_field import measure_receptive_field, receptive_field
-from optin.deploy.streaming import (
-    StreamError,
-    StreamingObfuscator,
-    float_to_pcm16,
-    pcm16_to_float,
-    run_stream,
-)
+from optin.deploy.stream_io import float_to_pcm16, pcm16_to_float, run_stream
+from optin.deploy.streaming import StreamError, StreamingObfuscator
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import OBFUSCATOR_KIND, Obfuscator
-from optin.training.checkpoint import save_checkpoint
 
 RATE = 16000
 HOP = 160

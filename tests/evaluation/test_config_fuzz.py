@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import pytest
 
-from optin.evaluation.experiment import (
+from optin.evaluation.experiment_config import (
     SECTIONS,
     TOP_LEVEL,
     ExperimentConfig,

@@ -152,8 +152,8 @@ def test_shipped_configs_parse():
 
 def test_real_corpus_configs_import_under_data_root(tmp_path):
     """The RAVDESS configs' data path: import from --data-root, then the paper's split."""
-    from optin.corpora.dummies import make_ravdess_tree
     from optin.evaluation.experiment import prepare_manifest
+    from optin.testing.dummies import make_ravdess_tree
 
     tree = make_ravdess_tree(tmp_path / "RAVDESS", actors=(1, 2, 3, 4), extras=False)
     config = ExperimentConfig.read(Path(__file__).parents[2] / "configs" / "ravdess-fig4.yaml")
@@ -211,7 +211,7 @@ def test_yaml_duplicate_keys_fake_bools_and_exponent_numbers(tmp_path):
     ("classifier: {epochs: ten}", r"classifier\.epochs: expected an integer >= 1, got 'ten'"),
     ("classifier: {seed: 3}", r"classifier\.seed: unknown key"),  # the experiment sets it
     ("classifier: {features: {bogus: 1}}",
-     r"classifier: ClassifierTrainConfig\.features: unknown feature setting\(s\): bogus"),
+     r"classifier: ClassifierTrainConfig\.features: unknown FeatureConfig setting\(s\): bogus"),
     ("obfuscator: {epochz: 1}", r"obfuscator\.epochz: unknown key \(did you mean 'epochs'\?\)"),
     ("mcadams: {alpha: x}", r"mcadams\.alpha: expected a number in \(0, 2\], got 'x'"),
     ("mcadams: {alpha_range: [0.9, 0.5]}", r"mcadams: McAdamsConfig\.alpha_range: low 0\.9"),

@@ -9,17 +9,9 @@ from typing import Any
 import pytest
 from matplotlib.image import imread
 
-from optin.evaluation.report import (
-    SCHEMA,
-    ResultsError,
-    build_report,
-    format_stat,
-    load_results,
-    make_figure,
-    make_merged_figure,
-    plot_experiment,
-    write_report,
-)
+from optin.evaluation.figures import make_figure, make_merged_figure, plot_experiment
+from optin.evaluation.report import build_report, write_report
+from optin.evaluation.results import SCHEMA, ResultsError, format_stat, load_results
 
 # per system: T (original, obfuscated, agreement) and per attribute
 # (chance, original, ignorant, informed, output_only, excess_leakage)
@@ -293,7 +285,7 @@ def _with_sweep(exp: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_figure_shows_each_systems_agreement():
-    from optin.evaluation.report import agreement_line
+    from optin.evaluation.figures import agreement_line
 
     exp = experiment(attacked=("gender", "emotion"), figure="4")
     line = agreement_line(exp)
@@ -303,7 +295,7 @@ def test_every_figure_shows_each_systems_agreement():
 
 
 def test_sweep_variants_draw_a_frontier_not_the_paper_figure(tmp_path):
-    from optin.evaluation.report import has_sweep, make_frontier_figure
+    from optin.evaluation.figures import has_sweep, make_frontier_figure
 
     exp = _with_sweep(experiment(attacked=("gender", "emotion"), figure="4"))
     assert has_sweep(exp)

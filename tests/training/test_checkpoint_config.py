@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from optin.audio.features import FeatureConfig
-from optin.training.checkpoint import (
+from optin.checkpoint import (
     CONFIG_HASHES,
     CheckpointError,
     load_checkpoint,

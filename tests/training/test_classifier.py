@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from tests.conftest import kill_and_resume
 
 from optin.audio.features import FeatureConfig
+from optin.checkpoint import CheckpointError, write_config
 from optin.corpora import Manifest, ManifestError
-from optin.training.checkpoint import CheckpointError, write_config
 from optin.training.classifier import (
     Classifier,
     ClassifierTrainConfig,
@@ -66,7 +66,7 @@ def test_checkpoint_round_trips_bit_for_bit(gender_run, tmp_path):
     for key, value in clf.model.state_dict().items():
         assert torch.equal(value, state[key]), key
     # saving the loaded model again gives identical tensors
-    from optin.training.checkpoint import save_checkpoint
+    from optin.checkpoint import save_checkpoint
 
     config = json.loads((out / "config.json").read_text())
     save_checkpoint(tmp_path / "copy", clf.model.state_dict(), config)
@@ -165,7 +165,7 @@ def test_bad_inputs_are_named(quick_corpus, tmp_path):
 
 def test_presets_and_their_errors():
     from optin.training.classifier import preset_config
-    from optin.training.obfuscator import obfuscator_preset
+    from optin.training.obfuscator_config import obfuscator_preset
 
     config = preset_config("gender", "paper", lr=None, epochs=3)
     assert (config.rnn_layers, config.epochs, config.lr) == (3, 3, 1e-3)  # None keeps preset

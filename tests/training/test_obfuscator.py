@@ -12,18 +12,14 @@ import pytest
 import torch
 from tests.conftest import kill_and_resume
 
+from optin.checkpoint import load_state, write_config
 from optin.corpora import Manifest
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.adversary import Deobfuscator
-from optin.training.checkpoint import load_state, write_config
 from optin.training.classifier import Classifier, ClassifierTrainConfig, train_classifier
-from optin.training.obfuscator import (
-    ObfuscatorTrainConfig,
-    adversarial_step,
-    convergence,
-    freeze_target,
-    train_obfuscator,
-)
+from optin.training.obfuscator import convergence, train_obfuscator
+from optin.training.obfuscator_config import ObfuscatorTrainConfig
+from optin.training.obfuscator_step import adversarial_step, freeze_target
 
 TINY_OBF = {"obfuscator_width": 8, "obfuscator_blocks": 2, "deobfuscator_width": 4,
             "deobfuscator_blocks": 1, "segment_length": 64, "batch_size": 8,
@@ -118,7 +114,7 @@ def test_selection_rule():
 
 
 def test_privacy_ramp_is_linear_then_flat():
-    from optin.training.obfuscator import privacy_ramp
+    from optin.training.obfuscator_config import privacy_ramp
 
     config = ObfuscatorTrainConfig(epochs=4, lambda_p=2.0, privacy_warmup=2)
     assert [privacy_ramp(config, t) for t in (0, 1, 2, 3)] == [0.0, 1.0, 2.0, 2.0]

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from tests.conftest import kill_and_resume
 
-from optin.corpora.dummies import make_ravdess_tree
+from optin.checkpoint import load_state
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.ravdess import prepare_ravdess
+from optin.testing.dummies import make_ravdess_tree
 from optin.training import runs
-from optin.training.checkpoint import load_state
 from optin.training.classifier import ClassifierTrainConfig, train_classifier
 from optin.training.runs import SnapshotTimer
 from optin.training.xvector import XVectorTrainConfig, train_xvector

@@ -10,18 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 from optin.audio.features import FeatureConfig
+from optin.checkpoint import CheckpointError, write_config
 from optin.corpora import Manifest, ManifestError
-from optin.evaluation.verification import asv_pairings
+from optin.metrics.verification import asv_pairings
 from optin.models.xvector import XVector, XVectorConfig
-from optin.training.checkpoint import CheckpointError, write_config
-from optin.training.xvector import (
-    PRESETS,
+from optin.training.xvector import PRESETS, preset_config, train_xvector
+from optin.training.xvector_extractor import (
     XVectorExtractor,
     embed_split,
     evaluate_xvector,
-    preset_config,
     score_embeddings,
-    train_xvector,
 )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -25,14 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from optin.errors import ConfigError
-from optin.settings import Rule, at_least, between, check_fields
+from optin.settings import Rule, StrictConfig, at_least, between, check_fields
 
 FEATURE_VERSION = 1  # bump when the numbers the front-end produces change
 STD_FLOOR = 1e-5
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(StrictConfig):
     """Settings of the audio front-end; part of every checkpoint and cache key.
 
     ``volume`` and ``target_dbfs`` are the volume normalisation of ``load_audio``.
@@ -61,17 +61,6 @@ class FeatureConfig:
     def n_freq(self) -> int:
         """Number of frequency bins (161 for n_fft = 320)."""
         return self.n_fft // 2 + 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown feature setting(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
 
     def fingerprint(self) -> str:
         """Hex digest of the settings and the front-end version."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optin.errors import OptinError
-from optin.settings import Rule, above, at_least, between, check_fields
-from optin.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_module_state,
+from optin.checkpoint import (
+    ModelKind,
+    load_model,
     save_checkpoint,
 )
+from optin.errors import OptinError
+from optin.settings import Rule, StrictConfig, above, at_least, between, check_fields
 from optin.training.presets import from_preset
 
 KIND = "adr"
@@ -42,7 +41,7 @@ class ADRInputError(OptinError, ValueError):
 
 
 @dataclass
-class ADRConfig:
+class ADRConfig(StrictConfig):
     """Everything that decides an ADR model and its training (stored in the checkpoint).
 
     Architecture: ``input_dim`` (x-vector size), ``latent_dim`` (z), ``adversary_hidden``.
@@ -58,6 +57,8 @@ class ADRConfig:
     the distance from 0.5 balanced accuracy that counts as chance, ``min_reconstruction_drop``
     the fraction by which the reconstruction loss must fall from its untrained value.
     """
+
+    UNKNOWN_ERROR: ClassVar[type[Exception]] = ADRInputError
 
     input_dim: int = 512
     latent_dim: int = 128
@@ -100,17 +101,6 @@ class ADRConfig:
         """The sizes that rebuild the networks."""
         return {"input_dim": self.input_dim, "latent_dim": self.latent_dim,
                 "adversary_hidden": self.adversary_hidden}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ADRConfig:
-        """Rebuild from :meth:`to_dict`; unknown keys are refused by name."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ADRInputError(f"unknown ADRConfig option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
 
     def run_settings(self) -> dict[str, Any]:
         """Everything that changes the trained model, for cache keys (the whole config)."""
@@ -359,18 +349,18 @@ def save_adr(model: ADR, directory: str | os.PathLike,
 
 def load_adr(directory: str | os.PathLike) -> ADR:
     """Rebuild an :class:`ADR` saved by :func:`save_adr` (in eval mode)."""
-    directory = Path(directory)
-    config, state = load_checkpoint(directory, kind=KIND)
-    if "adr_config" not in config:
-        raise CheckpointError(f"{directory / 'config.json'}: no 'adr_config' field")
-    try:
-        adr_config = ADRConfig.from_dict(config["adr_config"])
-    except (ADRInputError, TypeError) as err:
-        raise CheckpointError(f"{directory / 'config.json'}: bad 'adr_config' ({err})") from err
-    labels = config.get("labels") or {}
-    model = ADR(adr_config, labels.get("attribute", "attribute"), labels.get("classes"))
-    load_module_state(model, state, directory)
-    return model.eval()
+    module = load_model(directory, ADR_KIND).module
+    assert isinstance(module, ADR)
+    return module
+
+
+def _build_adr(config: ADRConfig, checkpoint: dict[str, Any]) -> ADR:
+    labels = checkpoint.get("labels") or {}
+    return ADR(config, labels.get("attribute", "attribute"), labels.get("classes"))
+
+
+# ADR checkpoints: the whole ADRConfig in ``adr_config``, label names in ``labels``
+ADR_KIND = ModelKind(KIND, ADRConfig, _build_adr, field="adr_config")
 
 
 def _finite_json(value: Any) -> Any:

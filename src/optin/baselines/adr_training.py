@@ -47,8 +47,8 @@ from optin.baselines.adr import (
     as_binary,
     as_xvectors,
 )
+from optin.checkpoint import load_state, save_state
 from optin.privacy.adversary import frozen
-from optin.training.checkpoint import load_state, save_state
 from optin.training.runs import SNAPSHOT_SECONDS, SnapshotTimer
 
 Log = Callable[[str], None]

@@ -19,15 +19,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from optin.audio.io import SAMPLE_RATE, load_audio, write_audio
 from optin.baselines.mcadams import McAdamsConfig, mcadams
+from optin.corpora.batch import BatchReport, process_files, process_manifest, split_inputs
 from optin.corpora.manifest import Manifest
 from optin.errors import ConfigError
-
-if TYPE_CHECKING:  # imported where used: worker processes then load no torch
-    from optin.privacy.corpus import BatchReport
 
 METHODS = ("mcadams",)
 STATE_FILE = "anonymization.json"
@@ -109,8 +106,6 @@ def anonymize_inputs(
             would overwrite an input.
         ManifestError, AudioError: unusable manifest, or audio with ``on_error="fail"``.
     """
-    from optin.privacy.corpus import process_files, split_inputs
-
     _check_method(method)
     config = config or McAdamsConfig()
     out = Path(out_dir)
@@ -128,8 +123,6 @@ def anonymize_manifest(manifest: Manifest, out: str | os.PathLike,
                        on_error: str = "fail", workers: int = 1, method: str = "mcadams"
                        ) -> BatchReport:
     """Anonymize every row of a manifest; write ``out/manifest.csv`` of the anonymized copy."""
-    from optin.privacy.corpus import process_manifest
-
     _check_method(method)
     config = config or McAdamsConfig()
     out = Path(out)
@@ -146,7 +139,5 @@ def _check_method(method: str) -> None:
 
 
 def _report() -> BatchReport:
-    from optin.privacy.corpus import BatchReport
-
     return BatchReport(verb="anonymized", doing="anonymizing")
 

@@ -30,7 +30,7 @@ from scipy.signal import get_window, lfilter
 
 from optin.audio.io import AudioError
 from optin.errors import ConfigError
-from optin.settings import Rule, at_least, between, check_fields
+from optin.settings import Rule, StrictConfig, at_least, between, check_fields
 
 ALPHA_MIN = 0.0  # exclusive
 ALPHA_MAX = 2.0  # inclusive; larger values send every pole above 1 rad to pi
@@ -192,7 +192,7 @@ def fir_filter(coeffs: np.ndarray, frames: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class McAdamsConfig:
+class McAdamsConfig(StrictConfig):
     """How the McAdams coefficient is chosen for each utterance.
 
     ``alpha_range=None``: every utterance gets ``alpha``. Otherwise alpha is drawn from
@@ -232,17 +232,6 @@ class McAdamsConfig:
         out = asdict(self)
         out["alpha_range"] = list(self.alpha_range) if self.alpha_range else None
         return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> McAdamsConfig:
-        """Rebuild from ``to_dict``; unknown keys are an error that names them."""
-        unknown = sorted(set(data) - {"alpha", "alpha_range", "per", "seed", "lpc_order"})
-        if unknown:
-            raise ConfigError(f"McAdams config: unknown field(s) {', '.join(unknown)}")
-        values = dict(data)
-        if values.get("alpha_range") is not None:
-            values["alpha_range"] = tuple(values["alpha_range"])
-        return cls(**values)
 
     def describe(self) -> str:
         """One line for logs, e.g. ``McAdams alpha ~ U(0.5, 0.9) per speaker, seed 0``."""

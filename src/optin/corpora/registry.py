@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from optin.corpora.csv_import import prepare_csv
+from optin.corpora.emodb import prepare_emodb
+from optin.corpora.emovdb import prepare_emovdb
 from optin.corpora.importing import ImportReport, OnError
+from optin.corpora.librispeech import prepare_librispeech
+from optin.corpora.ravdess import prepare_ravdess
+from optin.corpora.voxceleb2 import prepare_voxceleb2
 from optin.errors import ConfigError
 
 CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "emodb", "librispeech", "voxceleb2", "csv")
@@ -31,28 +37,16 @@ def import_corpus(
     if corpus != "csv" and (columns or audio_root or protocol):
         raise ConfigError("--map, --audio-root and --protocol apply to the csv importer only")
     if corpus == "ravdess":
-        from optin.corpora.ravdess import prepare_ravdess
-
         return prepare_ravdess(src, **common)
     if corpus == "emovdb":
-        from optin.corpora.emovdb import prepare_emovdb
-
         return prepare_emovdb(src, **common)
     if corpus == "emodb":
-        from optin.corpora.emodb import prepare_emodb
-
         return prepare_emodb(src, **common)
     if corpus == "librispeech":
-        from optin.corpora.librispeech import prepare_librispeech
-
         return prepare_librispeech(src, **common)
     if corpus == "voxceleb2":
-        from optin.corpora.voxceleb2 import prepare_voxceleb2
-
         return prepare_voxceleb2(src, **common)
     if corpus == "csv":
-        from optin.corpora.csv_import import prepare_csv
-
         return prepare_csv(src, columns=columns, audio_root=audio_root, protocol=protocol,
                            **common)
     raise ConfigError(f"unknown corpus '{corpus}'; choose one of {', '.join(CORPORA)}")

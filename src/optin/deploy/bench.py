@@ -36,8 +36,11 @@ import numpy as np
 import torch
 
 from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
+from optin.deploy.export import attach_frontend, feature_graph_model, frontend_model, probe_input
 from optin.deploy.flops import conv_flops
 from optin.deploy.graphs import FeatureGraph, FrontEndGraph
+from optin.deploy.quantize import calibration_inputs, quantize_features_model
+from optin.deploy.runtime import make_session
 from optin.errors import ConfigError
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.obfuscator import Obfuscator
@@ -124,8 +127,6 @@ def _torch_runners(obfuscator: Obfuscator, wave: np.ndarray, device: torch.devic
 def _calibration(obfuscator: Obfuscator, calibration: str | os.PathLike | None
                  ) -> tuple[str | os.PathLike | list[np.ndarray], str]:
     """A manifest if one is given or named by the checkpoint, else synthetic features."""
-    from optin.deploy.export import probe_input
-
     named = (obfuscator.config.get("provenance") or {}).get("manifest")
     if calibration is None and named and os.path.isfile(named):
         calibration = named
@@ -138,10 +139,6 @@ def _calibration(obfuscator: Obfuscator, calibration: str | os.PathLike | None
 def _onnx_runners(obfuscator: Obfuscator, backends: list[str], wave: np.ndarray,
                   device: str, threads: int | None, calibration: str | os.PathLike | None
                   ) -> tuple[dict[str, dict[str, Callable[[], None]]], str | None]:
-    from optin.deploy.export import attach_frontend, feature_graph_model, frontend_model
-    from optin.deploy.quantize import calibration_inputs, quantize_features_model
-    from optin.deploy.runtime import make_session
-
     plain = feature_graph_model(obfuscator.network)
     front = frontend_model(obfuscator.features)
     with torch.no_grad():
@@ -246,8 +243,6 @@ def bench(
     audio = batch * seconds
     if round(seconds * cfg.sample_rate) <= cfg.n_fft // 2:
         raise ConfigError(f"seconds={seconds} is too short for the front-end")
-
-    from optin.deploy.export import probe_input
 
     wave = probe_input("wave", cfg, batch, cfg.frames(round(seconds * cfg.sample_rate)))
     with torch_threads(threads):

@@ -49,6 +49,8 @@ from optin import __version__
 from optin.audio.features import FeatureConfig
 from optin.corpora.manifest import Manifest
 from optin.deploy.graphs import FeatureGraph, FrontEndGraph
+from optin.deploy.quantize import calibration_inputs, quantization_text, quantize_features_model
+from optin.deploy.runtime import OnnxObfuscator
 from optin.errors import ConfigError
 from optin.files import write_bytes
 from optin.models.cyclegan_vc2 import Generator
@@ -265,12 +267,6 @@ def export_onnx(
         include_frontend: the wave graph (True) or the features graph (False).
         check: run the file in ONNX Runtime and compare with PyTorch (``report.parity``).
     """
-    from optin.deploy.quantize import (
-        calibration_inputs,
-        quantization_text,
-        quantize_features_model,
-    )
-
     obfuscator, source = resolve_obfuscator(model)
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".onnx":
@@ -353,8 +349,6 @@ def max_rel_error(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) 
 def parity(path: str | os.PathLike, obfuscator: Obfuscator,
            shapes: Sequence[tuple[int, int]] = ((1, 57), (3, 212))) -> dict[str, Any]:
     """Run an exported file in ONNX Runtime and PyTorch at ``(batch, frames)`` sizes."""
-    from optin.deploy.runtime import OnnxObfuscator
-
     runner = OnnxObfuscator.load(path, threads=1)
     errors = []
     for batch, frames in shapes:

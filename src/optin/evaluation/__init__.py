@@ -1,1 +1,1 @@
-"""Evaluation: metrics (attackers, experiments and reports build on them)."""
+"""Evaluation: attackers, attacker families, protection systems, experiments and reports."""

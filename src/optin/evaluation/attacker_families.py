@@ -33,10 +33,11 @@ from torch import Tensor
 
 from optin.corpora.manifest import Manifest
 from optin.errors import ConfigError
-from optin.evaluation.systems import key_of
+from optin.evaluation.keys import key_of
 from optin.settings import OneOf, Rule, at_least, between, check_fields
 from optin.training import classifier as ds2
 from optin.training import xvector as xv
+from optin.training.xvector_extractor import XVectorExtractor, evaluate_xvector_classifier
 
 ATTACKER_FAMILIES: tuple[str, ...] = ("deepspeech2", "xvector")
 FAMILY_LABELS = {"deepspeech2": "DeepSpeech2", "xvector": "x-vector TDNN"}
@@ -145,7 +146,7 @@ class LoadedAttacker:
         self.family = family
         self.model_dir = model_dir
         self.model: Any = (ds2.Classifier.load(model_dir) if family == "deepspeech2"
-                           else xv.XVectorExtractor.load(model_dir))
+                           else XVectorExtractor.load(model_dir))
 
     def accuracy(self, manifest: Manifest, transform: Callable[[Tensor], Tensor] | None = None,
                  split: str = "test") -> float:
@@ -154,7 +155,7 @@ class LoadedAttacker:
             result = ds2.evaluate_classifier(self.model_dir, manifest, split, progress=False,
                                              classifier=self.model, transform=transform)
         else:
-            result = xv.evaluate_xvector_classifier(self.model_dir, manifest, split,
+            result = evaluate_xvector_classifier(self.model_dir, manifest, split,
                                                     transform=transform, extractor=self.model)
         return float(result["utterance_accuracy"])
 

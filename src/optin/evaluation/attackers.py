@@ -21,12 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from optin.corpora.manifest import LabelEncoder, Manifest
-from optin.evaluation.metrics import accuracy, chance_level
 from optin.evaluation.vector_classifier import (
     VectorClassifierConfig,
     train_vector_classifier,
     vector_predict,
 )
+from optin.metrics.classification import accuracy, chance_level
 from optin.training.classifier import Classifier
 from optin.training.data import FeatureStore
 

@@ -15,29 +15,23 @@ Two worlds:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
+from optin.baselines.anonymize import anonymize_manifest
+from optin.baselines.mcadams import McAdamsConfig
+from optin.checkpoint import read_config
 from optin.corpora.manifest import Manifest
-from optin.training.checkpoint import read_config
-from optin.training.obfuscator import obfuscator_preset, train_obfuscator
-
-if TYPE_CHECKING:
-    from optin.evaluation.vector_world import SeedVectors
-
-
-def key_of(settings: dict[str, Any], manifest: Manifest, *depends: str) -> str:
-    """12 hex digits identifying a model: its settings, its data and what it builds on."""
-    blob = json.dumps({"settings": settings, "data": manifest.fingerprint(),
-                       "depends": list(depends)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+from optin.evaluation.keys import key_of
+from optin.evaluation.seed_vectors import SeedVectors
+from optin.privacy.obfuscator import Obfuscator
+from optin.training.obfuscator import train_obfuscator
+from optin.training.obfuscator_config import obfuscator_preset
 
 
 @dataclass
@@ -78,8 +72,6 @@ class FittedSystem:
 
 def fit_opt_in(ctx: SystemContext) -> FittedSystem:
     """The paper's opt-in obfuscator, trained against the frozen target model."""
-    from optin.privacy.obfuscator import Obfuscator
-
     config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.options)
     target_hash = read_config(ctx.target_dir)["weights_sha256"]
     out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
@@ -98,9 +90,6 @@ def fit_mcadams(ctx: SystemContext) -> FittedSystem:
     (speaker | utterance), ``lpc_order``. No training: every seed shares the copy unless the
     alpha draw depends on the seed (``alpha_range``).
     """
-    from optin.baselines.anonymize import anonymize_manifest
-    from optin.baselines.mcadams import McAdamsConfig
-
     options = dict(ctx.options)
     if "alpha_range" in options:
         options.setdefault("seed", ctx.seed)

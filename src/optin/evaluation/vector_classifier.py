@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optin.evaluation.metrics import accuracy
+from optin.metrics.classification import accuracy
 from optin.settings import Rule, above, at_least, check_fields
 
 

@@ -1,10 +1,6 @@
-"""The x-vector world: one extractor per seed, speaker verification for every system, and the
-opt-out ADR baseline evaluated on x-vectors.
+"""The x-vector world: the opt-out ADR baseline evaluated on x-vectors.
 
-* :class:`SeedVectors` trains (or finds) the seed's x-vector extractor on the original training
-  split and embeds any protected copy of the data; :meth:`SeedVectors.verification` gives the
-  VoicePrivacy pairings (EER, minDCF) of a spectrogram-world system, including the
-  semi-informed attacker whose extractor is retrained on protected training data.
+* the seed's extractor and embeddings are :class:`optin.evaluation.seed_vectors.SeedVectors`;
 * :func:`run_adr` evaluates ADR the way the paper does: its target task (speaker identity) and
   its attackers are classifiers on x-vectors; the target model is trained on ADR-transformed
   training x-vectors (what an app behind ADR receives; the unmodified model's accuracy on
@@ -19,27 +15,32 @@ Vector classifiers are the small MLPs of :mod:`optin.evaluation.vector_classifie
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from optin.corpora.feature_cache import FeatureCache
+from optin.baselines.adr import adr_preset, load_adr, save_adr
+from optin.baselines.adr_training import train_adr
+from optin.checkpoint import read_config
 from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
 from optin.errors import ConfigError
-from optin.evaluation.attackers import chance_on_test
-from optin.evaluation.metrics import accuracy
-from optin.evaluation.systems import SystemContext, key_of
+from optin.evaluation.attackers import (
+    OutputOnlyConfig,
+    chance_on_test,
+    output_only_predict,
+    train_output_only,
+)
+from optin.evaluation.keys import key_of
+from optin.evaluation.systems import SystemContext
 from optin.evaluation.vector_classifier import (
     VectorClassifierConfig,
     train_vector_classifier,
     vector_accuracy,
     vector_predict,
 )
-from optin.training.checkpoint import read_config
-from optin.training.data import FeatureStore
+from optin.metrics.classification import accuracy
+from optin.metrics.verification import asv_pairings
 from optin.training.runs import STATE_DIR
 
 SPLITS = ("train", "valid", "test")
@@ -65,93 +66,9 @@ def encode_splits(manifest: Manifest, attribute: str) -> dict[str, Tensor]:
     return labels
 
 
-class SeedVectors:
-    """The seed's x-vector extractor and the embeddings every system is scored with."""
-
-    def __init__(self, manifest: Manifest, models_dir: Path, preset: str, seed: int,
-                 options: dict[str, Any], progress: bool, log: Callable[[str], None]) -> None:
-        self.manifest = manifest
-        self.models_dir = models_dir
-        self.preset = preset
-        self.seed = seed
-        self.options = options
-        self.progress = progress
-        self.log = log
-        self._extractor: Any = None
-        self.extractor_dir: Path | None = None
-        self._original: dict[str, Tensor] = {}
-
-    def _config(self) -> Any:
-        from optin.training.xvector import preset_config
-
-        return preset_config(self.preset, seed=self.seed, **self.options)
-
-    def train(self, manifest: Manifest, transform: Callable[[Tensor], Tensor] | None = None,
-              depends: str | None = None) -> Path:
-        """Train (or find) an extractor on ``manifest``'s training split; returns its folder."""
-        from optin.training.xvector import train_xvector
-
-        config = self._config()
-        kind = "xvector" + ("-protected" if depends else "")
-        key = key_of(config.run_settings(), manifest, *([depends] if depends else []))
-        out = self.models_dir / f"{kind}-{key}"
-        train_xvector(manifest, config, out, transform=transform, progress=self.progress)
-        return out
-
-    @property
-    def extractor(self) -> Any:
-        """The extractor trained on the original training split (trained on first use)."""
-        if self._extractor is None:
-            from optin.training.xvector import XVectorExtractor
-
-            self.log(f"seed {self.seed}: x-vector extractor on the original training split")
-            self.extractor_dir = self.train(self.manifest)
-            self._extractor = XVectorExtractor.load(self.extractor_dir)
-        return self._extractor
-
-    def embed(self, manifest: Manifest, split: str,
-              transform: Callable[[Tensor], Tensor] | None = None, extractor: Any = None
-              ) -> Tensor:
-        """(N, 512) embeddings of one split of ``manifest`` (rows in manifest order)."""
-        extractor = extractor or self.extractor
-        store = FeatureStore(manifest.split(split), FeatureCache.for_manifest(manifest),
-                             progress=False)
-        return extractor.embed_store(store, transform=transform)
-
-    def original(self, split: str) -> Tensor:
-        """(N, 512) embeddings of the original data of one split (computed once)."""
-        if split not in self._original:
-            self._original[split] = self.embed(self.manifest, split)
-        return self._original[split]
-
-    def verification(self, manifest: Manifest | None,
-                     transform: Callable[[Tensor], Tensor] | None,
-                     fingerprint: str | None) -> dict[str, Any]:
-        """VoicePrivacy pairings on the test split for protected inputs (``manifest`` with
-        ``transform``); ``fingerprint`` None scores the original data only."""
-        from optin.evaluation.verification import asv_pairings
-
-        speakers = self.manifest.split("test").column("speaker")
-        original = self.original("test")
-        protected = semi = None
-        if fingerprint is not None:
-            data = manifest or self.manifest
-            protected = self.embed(data, "test", transform)
-            self.log(f"seed {self.seed}: x-vector extractor retrained on protected data "
-                     "(semi-informed)")
-            from optin.training.xvector import XVectorExtractor
-
-            semi_extractor = XVectorExtractor.load(self.train(data, transform, fingerprint))
-            semi = self.embed(data, "test", transform, extractor=semi_extractor)
-        return asv_pairings(original, protected, speakers, semi_informed=semi,
-                            seed=self.seed)
-
-
 def _vector_attack_scores(x: dict[str, Tensor], p: dict[str, Tensor], labels: dict[str, Tensor],
                           target_posteriors: dict[str, Tensor], seed: int) -> dict[str, float]:
     """original / ignorant / informed / output-only accuracies for one attribute."""
-    from optin.evaluation.attackers import OutputOnlyConfig, output_only_predict, train_output_only
-
     n = int(labels["train"].max()) + 1
     cfg = VectorClassifierConfig(seed=seed)
     original = train_vector_classifier(x["train"], labels["train"], n,
@@ -176,9 +93,6 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
     ``preset`` (default: the experiment's) and any ADR config field (e.g. ``inference_w``, the
     attribute code at inference, 0.5).
     """
-    from optin.baselines.adr import adr_preset, load_adr, save_adr
-    from optin.baselines.adr_training import train_adr
-
     assert ctx.vectors is not None, "ADR needs the seed's x-vectors"
     options = dict(ctx.options)
     protect = options.pop("protect", "gender")
@@ -231,8 +145,6 @@ def run_adr(ctx: SystemContext, permitted: str, attacked: list[str]) -> dict[str
                                        posteriors, ctx.seed)
         attacks[attribute] = {"chance": chance_on_test(ctx.manifest, attribute), **scores,
                               "excess_leakage": scores["informed"] - scores["output_only"]}
-    from optin.evaluation.verification import asv_pairings
-
     speakers = ctx.manifest.split("test").column("speaker")
     verification = asv_pairings(x["test"], p["test"], speakers, semi_informed=None,
                                 seed=ctx.seed)

@@ -38,11 +38,13 @@ There is no BatchNorm: every item is normalized on its own, in train and eval mo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn.functional as nnf
 from torch import Tensor, nn
+
+from optin.settings import StrictConfig
 
 # Two stride-2 stages: the padded frequency and time sizes are multiples of this.
 DOWNSAMPLE_FACTOR = 4
@@ -57,7 +59,7 @@ PAD_MODES = ("replicate", "zeros")
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(StrictConfig):
     """Constructor arguments of :class:`Generator`; stored in checkpoints.
 
     Attributes:
@@ -117,19 +119,6 @@ class GeneratorConfig:
             base_width=OBFUSCATOR_WIDTH,
             residual_blocks=OBFUSCATOR_RESIDUAL_BLOCKS,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (JSON/YAML friendly)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GeneratorConfig keys: {unknown}")
-        return cls(**data)
 
 
 def _round_up(n: int, multiple: int) -> int:

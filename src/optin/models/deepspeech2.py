@@ -14,13 +14,15 @@ input segment, the masked mean of the per-frame logits. The utterance's class is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from optin.settings import StrictConfig
 
 # (kernel, stride, padding) of the two conv layers, as (frequency, time) pairs. The module and the
 # length functions below both read this, so output lengths are never copied arithmetic.
@@ -32,7 +34,7 @@ RNN_TYPES: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
 @dataclass
-class DeepSpeech2Config:
+class DeepSpeech2Config(StrictConfig):
     """Constructor arguments of :class:`DeepSpeech2Classifier`; stored in checkpoints.
 
     Attributes:
@@ -67,19 +69,6 @@ class DeepSpeech2Config:
             raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (JSON/YAML friendly)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeepSpeech2Config:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DeepSpeech2Config keys: {unknown}")
-        return cls(**data)
 
 
 def _conv_length(length: Any, kernel: int, stride: int, padding: int) -> Any:

@@ -25,13 +25,13 @@ utterances shorter than the receptive field still work. Kaldi instead drops 7 fr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from optin.audio.filterbank import LogMelFilterbank
+from optin.settings import StrictConfig
 
 # frame offsets each frame-level layer reads, relative to its output frame
 FRAME_CONTEXTS: tuple[tuple[int, ...], ...] = (
@@ -51,7 +51,7 @@ def frame_mask(lengths: Tensor, total: int) -> Tensor:
 
 
 @dataclass
-class XVectorConfig:
+class XVectorConfig(StrictConfig):
     """Constructor arguments of :class:`XVector`; stored in checkpoints.
 
     Attributes:
@@ -81,19 +81,6 @@ class XVectorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_speakers < 2:
             raise ValueError(f"n_speakers must be >= 2, got {self.n_speakers}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (JSON friendly)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> XVectorConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown XVectorConfig keys: {unknown}")
-        return cls(**data)
 
 
 class TDNNLayer(nn.Module):

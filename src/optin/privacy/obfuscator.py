@@ -17,10 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optin.audio.features import FeatureConfig, Spectrogram, SpectrogramFrontEnd, to_waveform
+from optin.audio.features import (
+    FeatureConfig,
+    Spectrogram,
+    SpectrogramFrontEnd,
+    spectrogram,
+    to_waveform,
+)
 from optin.audio.io import load_audio
-from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
-from optin.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from optin.checkpoint import CheckpointError, load_model
+from optin.models.cyclegan_vc2 import Generator
 
 OBFUSCATOR_KIND = "cyclegan-vc2-obfuscator"
 DEOBFUSCATOR_KIND = "cyclegan-vc2-deobfuscator"
@@ -53,15 +59,10 @@ class Obfuscator:
              device: str | torch.device = "cpu") -> Obfuscator:
         """Load from a training run folder or its ``obfuscator/`` checkpoint folder."""
         path = resolve_model_dir(directory)
-        config, state = load_checkpoint(path, kind=OBFUSCATOR_KIND, features=features)
-        try:
-            arch = GeneratorConfig.from_dict(config["architecture"])
-            feats = FeatureConfig.from_dict(config["features"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path / 'config.json'}: bad or missing field ({err})") from err
-        network = Generator(arch)
-        load_module_state(network, state, path)
-        return cls(network.to(device), feats, config)
+        loaded = load_model(path, OBFUSCATOR_KIND, features=features, device=device)
+        if loaded.features is None:
+            raise CheckpointError(f"{path / 'config.json'}: bad or missing field ('features')")
+        return cls(loaded.module, loaded.features, loaded.config)
 
     def weights_sha256(self) -> str:
         """SHA-256 of the network's tensors (names, dtypes, shapes, values): which model this
@@ -91,8 +92,6 @@ class Obfuscator:
 
     def spectrogram(self, wave: np.ndarray | Tensor) -> Spectrogram:
         """Features of a waveform with this obfuscator's settings."""
-        from optin.audio.features import spectrogram
-
         return spectrogram(wave, self.features, frontend=self.frontend)
 
     def obfuscate_file(self, path: str | os.PathLike, n_iter: int = 64

@@ -1,1 +1,1 @@
-"""Training: classifier fitting, the adversarial obfuscator loop, checkpoints, distributed."""
+"""Training: the classifier, x-vector and obfuscator loops, their data and run plumbing."""

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -29,9 +29,14 @@ from tqdm.auto import tqdm
 
 from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig
+from optin.checkpoint import (
+    CheckpointError,
+    load_model,
+    save_checkpoint,
+)
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
-from optin.evaluation.metrics import accuracy, balanced_accuracy, chance_level, confusion_matrix
+from optin.metrics.classification import accuracy, balanced_accuracy, chance_level, confusion_matrix
 from optin.models.deepspeech2 import (
     DeepSpeech2Classifier,
     DeepSpeech2Config,
@@ -39,20 +44,13 @@ from optin.models.deepspeech2 import (
     vote,
 )
 from optin.settings import Rule, above, at_least, between, check_fields
-from optin.training.checkpoint import (
-    CheckpointError,
-    check_bins,
-    load_checkpoint,
-    load_module_state,
-    save_checkpoint,
-)
 from optin.training.data import CropTraining, FeatureStore, eval_batches, segment_count
 from optin.training.presets import from_preset
 from optin.training.records import write_metrics
 from optin.training.runs import (
-    SNAPSHOT_FIELDS,
     SNAPSHOT_SECONDS,
     Optimisation,
+    RunSettings,
     SnapshotTimer,
     checked_features,
     early_stop,
@@ -72,7 +70,7 @@ ROLES: tuple[str, ...] = get_args(Role)
 
 
 @dataclass
-class ClassifierTrainConfig:
+class ClassifierTrainConfig(RunSettings):
     """Everything that decides a classifier run (stored in the run folder and checkpoint)."""
 
     attribute: str
@@ -101,6 +99,16 @@ class ClassifierTrainConfig:
     valid_fraction: float = 0.1  # used only when the manifest's valid split cannot serve
     features: dict[str, Any] = field(default_factory=lambda: FeatureConfig().to_dict())
 
+    HELP: ClassVar[dict[str, str]] = {
+        "patience": "early-stopping patience in epochs", "workers": "DataLoader worker processes",
+        "device": "auto (default), cpu, cuda, cuda:1 ...",
+        "segment_length": "frames per segment (10 ms each)",
+        "balanced": "class-balanced sampling", "amp": "mixed precision on a GPU",
+        "draws_per_epoch": "training segments per epoch (default: those of the training split)",
+        "checkpoint_every": "save the training state every N steps (default 50)",
+        "snapshot_seconds": "... and every S seconds, whichever comes first (default 60)",
+        "valid_fraction": "share of training rows held out when the manifest has no usable "
+                          "valid split"}
     RANGES: ClassVar[dict[str, Rule]] = {
         "epochs": at_least(1), "batch_size": at_least(1), "lr": above(0),
         "weight_decay": at_least(0), "grad_clip": above(0), "patience": at_least(1),
@@ -122,12 +130,6 @@ class ClassifierTrainConfig:
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig.from_dict(self.features)
 
-    def run_settings(self) -> dict[str, Any]:
-        """Settings that must match to resume a run (workers and device may change)."""
-        data = asdict(self)
-        for key in ("workers", "device", *SNAPSHOT_FIELDS):
-            data.pop(key)
-        return data
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -166,23 +168,19 @@ class Classifier:
              device: str | torch.device = "cpu") -> Classifier:
         """Load a checkpoint folder; refuse it if its feature settings differ from ``features``."""
         directory = Path(directory)
-        config, state = load_checkpoint(directory, kind=KIND, features=features)
+        loaded = load_model(directory, KIND, features=features, device=device)
+        config = loaded.config
         try:
-            arch = DeepSpeech2Config.from_dict(config["architecture"])
             labels = config["labels"]
             encoder = LabelEncoder(attribute=labels["attribute"], classes=tuple(labels["classes"]))
-            feats = FeatureConfig.from_dict(config["features"])
             segs = SegmentConfig(**config["segments"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{directory / 'config.json'}: bad or missing field ({err})"
                                   ) from err
-        if arch.n_classes != len(encoder):
-            raise CheckpointError(f"{directory}: {arch.n_classes} outputs but "
+        if loaded.arch.n_classes != len(encoder):
+            raise CheckpointError(f"{directory}: {loaded.arch.n_classes} outputs but "
                                   f"{len(encoder)} class names")
-        check_bins(directory, arch.n_freq, feats)
-        model = DeepSpeech2Classifier(arch)
-        load_module_state(model, state, directory)
-        model.to(device).eval()
+        model, feats = loaded.module, loaded.features
         return cls(model, encoder, feats, segs, config.get("vote", "majority"), config)
 
     @torch.no_grad()

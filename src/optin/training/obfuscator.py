@@ -31,30 +31,19 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from optin.audio.features import FeatureConfig
-from optin.audio.segments import SegmentConfig, segment
-from optin.corpora.feature_cache import FeatureCache
-from optin.corpora.manifest import Manifest
-from optin.errors import ConfigError
-from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
-from optin.models.deepspeech2 import vote
-from optin.privacy.adversary import Deobfuscator
-from optin.privacy.contraction import ClassTemplates
-from optin.privacy.losses import agreement, obfuscator_objective, target_loss
-from optin.privacy.obfuscator import DEOBFUSCATOR_KIND, OBFUSCATOR_KIND, Obfuscator
-from optin.settings import Rule, above, at_least, between, check_fields
-from optin.training.checkpoint import (
-    load_checkpoint,
+from optin.audio.segments import SegmentConfig
+from optin.checkpoint import (
+    load_model,
     load_module_state,
     load_state,
     read_config,
@@ -62,6 +51,13 @@ from optin.training.checkpoint import (
     save_state,
     write_config,
 )
+from optin.corpora.feature_cache import FeatureCache
+from optin.corpora.manifest import Manifest
+from optin.errors import ConfigError
+from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+from optin.privacy.adversary import Deobfuscator
+from optin.privacy.contraction import ClassTemplates
+from optin.privacy.obfuscator import DEOBFUSCATOR_KIND, OBFUSCATOR_KIND, Obfuscator
 from optin.training.classifier import Classifier, evaluate_classifier
 from optin.training.data import (
     BalancedSampler,
@@ -78,103 +74,18 @@ from optin.training.distributed import (
     setup,
     teardown,
 )
-from optin.training.presets import from_preset
+from optin.training.obfuscator_config import ObfuscatorTrainConfig, privacy_ramp
+from optin.training.obfuscator_step import (
+    TRAIN_METRICS,
+    adversarial_step,
+    freeze_target,
+    validate,
+    zero_sums,
+)
 from optin.training.records import check_run_settings, write_metrics
-from optin.training.runs import SNAPSHOT_FIELDS, SNAPSHOT_SECONDS, SnapshotTimer
+from optin.training.runs import SnapshotTimer
 
 L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window for "converged"
-
-
-@dataclass
-class ObfuscatorTrainConfig:
-    """Everything that decides an obfuscator run."""
-
-    epochs: int = 5
-    batch_size: int = 16
-    segment_length: int = 100  # frames per training crop (a multiple of 4 avoids padding)
-    draws_per_epoch: int | None = None  # default: segments in the training split
-    optimizer: Literal["sgd", "adam"] = "sgd"  # sgd (paper) or adam
-    lr: float = 1e-2
-    momentum: float = 0.9
-    lambda_t: float = 1.0
-    lambda_p: float = 1.0
-    privacy_layer: int = 3
-    deobfuscator_steps: int = 1
-    hard_targets: bool = False
-    obfuscator_width: int = 16
-    obfuscator_blocks: int = 3
-    obfuscator_residual: bool = False
-    privacy_warmup: float = 0.0  # epochs over which lambda_p ramps linearly from 0
-    contraction: float = 0.0  # weight of L_c (within-class contraction) relative to L_p
-    template_momentum: float = 0.99
-    deobfuscator_width: int = 64
-    deobfuscator_blocks: int = 6
-    grad_clip: float = 5.0
-    min_agreement: float = 0.95
-    window: int = 3
-    tolerance: float = 0.1
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    checkpoint_every: int = 50
-    snapshot_seconds: float = SNAPSHOT_SECONDS
-
-    RANGES: ClassVar[dict[str, Rule]] = {
-        "epochs": at_least(1), "batch_size": at_least(1), "segment_length": at_least(1),
-        "draws_per_epoch": at_least(1), "lr": above(0), "momentum": between(0, 1),
-        "lambda_t": at_least(0), "lambda_p": at_least(0), "privacy_layer": at_least(1),
-        "deobfuscator_steps": at_least(1), "obfuscator_width": at_least(1),
-        "obfuscator_blocks": at_least(0), "deobfuscator_width": at_least(1),
-        "deobfuscator_blocks": at_least(0), "grad_clip": above(0),
-        "min_agreement": between(0, 1), "window": at_least(1), "tolerance": above(0),
-        "seed": at_least(0), "workers": at_least(0), "checkpoint_every": at_least(1),
-        "snapshot_seconds": at_least(0), "privacy_warmup": at_least(0),
-        "contraction": at_least(0), "template_momentum": between(0, 1, high_open=True)}
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-
-    def run_settings(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("workers", "device", *SNAPSHOT_FIELDS):
-            data.pop(key)
-        return data
-
-
-OBFUSCATOR_PRESETS: dict[str, dict[str, Any]] = {
-    # minutes on a 2-core CPU for the built-in quick corpus: the paper's obfuscator, a
-    # downsized deobfuscator
-    "quick": {"epochs": 5, "batch_size": 16, "deobfuscator_width": 16,
-              "deobfuscator_blocks": 3},
-    # the paper's sizes: obfuscator B=16 with 3 residual blocks, deobfuscator B=64 with 6
-    "paper": {"epochs": 60, "batch_size": 32, "deobfuscator_width": 64,
-              "deobfuscator_blocks": 6},
-}
-
-
-def obfuscator_preset(preset: str = "quick", **overrides: Any) -> ObfuscatorTrainConfig:
-    """A config from a named preset with explicit overrides (None values ignored)."""
-    return from_preset(ObfuscatorTrainConfig, OBFUSCATOR_PRESETS, preset, overrides)
-
-
-def freeze_target(model: nn.Module) -> nn.Module:
-    """Put T in eval mode with no parameter gradients.
-
-    Batch norm keeps its running statistics untouched. Recurrent layers are switched back to
-    train mode because cuDNN computes RNN gradients (needed for X~) only in train mode; with
-    dropout 0 (checked) their output is identical.
-    """
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for module in model.modules():
-        if isinstance(module, nn.RNNBase):
-            if module.dropout:
-                raise ValueError("the target model's RNN uses dropout; it cannot be frozen "
-                                 "exactly in train mode")
-            module.train()
-    return model
 
 
 def _log(message: str, env: DistEnv) -> None:
@@ -193,107 +104,6 @@ def target_fingerprint(target_dir: Path) -> dict[str, Any]:
     return {"path": str(target_dir), "weights_sha256": config.get("weights_sha256"),
             "attribute": config.get("labels", {}).get("attribute"),
             "classes": config.get("labels", {}).get("classes")}
-
-
-def privacy_ramp(config: ObfuscatorTrainConfig, epochs_done: float) -> float:
-    """lambda_p after ``epochs_done`` epochs: a linear ramp from 0 over ``privacy_warmup``
-    epochs, then ``config.lambda_p``."""
-    if not config.privacy_warmup:
-        return config.lambda_p
-    return config.lambda_p * min(1.0, epochs_done / config.privacy_warmup)
-
-
-@torch.no_grad()
-def validate(obfuscator: Generator, deobfuscator: Deobfuscator, target: Classifier,
-             store: FeatureStore, env: DistEnv, device: torch.device,
-             hard_targets: bool = False,
-             templates: ClassTemplates | None = None) -> dict[str, float]:
-    """Validation losses and agreement on whole utterances (this rank's share, summed)."""
-    obfuscator.eval()
-    sums = [0.0] * 8  # L_a, L_t, L_p, seg agree, n seg, utt agree, n utt, L_c
-    segs_cfg = target.segments
-    for i in range(env.rank, len(store), env.world_size):
-        x = store.features(i).to(device)[None]  # (1, F, T)
-        x_obf = obfuscator(x)
-        l_a = deobfuscator.reconstruction_error(x, x_obf)
-        l_p = deobfuscator.privacy_loss(x, x_obf)
-        orig, lengths = segment(x[0], segs_cfg)
-        obf, _ = segment(x_obf[0], segs_cfg)
-        lengths = lengths.to(device)
-        t_orig = target.model(orig, lengths)
-        t_obf = target.model(obf, lengths)
-        l_t = target_loss(t_obf, t_orig, hard=hard_targets)
-        index = torch.zeros(len(lengths), dtype=torch.long, device=device)
-        same = vote(t_obf.cpu(), index.cpu(), 1) == vote(t_orig.cpu(), index.cpu(), 1)
-        n = len(lengths)
-        l_c = (templates.loss(obf, t_orig.argmax(dim=1)) if templates is not None
-               else torch.zeros(()))
-        sums = [a + b for a, b in zip(sums, [float(l_a), float(l_t) * n, float(l_p),
-                                             float(agreement(t_obf, t_orig)) * n, n,
-                                             float(same[0]), 1.0, float(l_c) * n], strict=True)]
-    sums = all_sum(sums, env, device)
-    obfuscator.train()
-    n_utt = max(sums[6], 1.0)
-    return {"L_a": sums[0] / n_utt, "L_t": sums[1] / max(sums[4], 1.0), "L_p": sums[2] / n_utt,
-            "segment_agreement": sums[3] / max(sums[4], 1.0), "utterance_agreement":
-            sums[5] / n_utt, "L_c": sums[7] / max(sums[4], 1.0)}
-
-
-def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
-                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     adversary: Deobfuscator, target: nn.Module,
-                     config: ObfuscatorTrainConfig, lambda_p: float | None = None,
-                     templates: ClassTemplates | None = None) -> dict[str, float]:
-    """One training step: K deobfuscator updates, then one obfuscator update.
-
-    Args:
-        x: (B, F, L) crops; lengths: (B,) valid frames.
-        obfuscator: F_sigma (or its DDP wrapper); target: T, frozen by ``freeze_target``.
-        lambda_p: the privacy weight now (default ``config.lambda_p``); it also scales
-            ``config.contraction * L_c`` when ``templates`` are given.
-
-    Returns:
-        {"L_a", "L_t", "L_p", "L_c", "agreement", "objective"} of this step.
-    """
-    lambda_p = config.lambda_p if lambda_p is None else lambda_p
-    use_amp = scaler.is_enabled()
-    device_type = x.device.type
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
-        x_obf = obfuscator(x)  # (B, F, L)
-    l_a = sum(adversary.step(x, x_obf) for _ in range(config.deobfuscator_steps))
-    l_a /= config.deobfuscator_steps
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
-        with torch.no_grad():
-            t_orig = target(x, lengths)  # (B, K)
-        t_obf = target(x_obf, lengths)
-        l_t = target_loss(t_obf.float(), t_orig.float(), hard=config.hard_targets)
-        l_p = adversary.privacy_loss(x, x_obf)
-        loss = obfuscator_objective(l_t, l_p, config.lambda_t, lambda_p)
-        classes = t_orig.argmax(dim=1)
-        l_c = torch.zeros(())
-        if templates is not None:
-            l_c = templates.loss(x_obf, classes)
-            loss = loss + lambda_p * config.contraction * l_c
-    if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(f"obfuscator objective became {float(loss)}; lower --lr")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    if templates is not None:
-        templates.update(x_obf, classes)
-    return {"L_a": float(l_a), "L_t": l_t.item(), "L_p": l_p.item(), "L_c": float(l_c.detach()),
-            "agreement": float(agreement(t_obf.detach(), t_orig)), "objective": loss.item()}
-
-
-TRAIN_METRICS = ("L_a", "L_t", "L_p", "L_c", "agreement")
-
-
-def _zero_sums() -> dict[str, float]:
-    return dict.fromkeys((*TRAIN_METRICS, "n"), 0.0)
 
 
 def _select(history: list[dict[str, Any]], min_agreement: float) -> tuple[int, bool]:
@@ -419,7 +229,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
 
     templates = (ClassTemplates(len(target.encoder), features.n_freq, config.template_momentum,
                                 device) if config.contraction else None)
-    progress_state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": _zero_sums(),
+    progress_state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": zero_sums(),
                                       "seconds": 0.0, "history": [], "finished": False}
     if state is not None:
         load_module_state(obf_net, state["obfuscator"], state_dir)
@@ -523,7 +333,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
             save_checkpoint(out_dir / "deobfuscator", deobf_net.state_dict(), {
                 "kind": DEOBFUSCATOR_KIND, "architecture": deobf_net.config.to_dict(),
                 "parameters": deobf_net.num_parameters(), **base})
-        progress_state.update(epoch=epoch + 1, step=0, sums=_zero_sums(), seconds=0.0)
+        progress_state.update(epoch=epoch + 1, step=0, sums=zero_sums(), seconds=0.0)
         snapshot()
 
     history = progress_state["history"]
@@ -571,10 +381,7 @@ def honest_evaluation(manifest: Manifest, target_dir: Path, out_dir: Path,
                                      cache_root=cache_root, classifier=target,
                                      transform=obfuscator.obfuscate_features,
                                      return_predictions=True)
-    config, state = load_checkpoint(out_dir / "deobfuscator", kind=DEOBFUSCATOR_KIND)
-    deobf = Generator(GeneratorConfig.from_dict(config["architecture"]))
-    load_module_state(deobf, state, out_dir / "deobfuscator")
-    deobf.to(device).eval()
+    deobf = load_model(out_dir / "deobfuscator", DEOBFUSCATOR_KIND, device=device).module
     cache = (FeatureCache(cache_root, obfuscator.features) if cache_root is not None
              else FeatureCache.for_manifest(manifest, obfuscator.features))
     store = FeatureStore(manifest.split("test"), cache, progress=False)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from optin.checkpoint import write_json
 from optin.corpora.manifest import ManifestError
 from optin.files import write_text
-from optin.training.checkpoint import write_json
 
 
 def check_run_settings(out_dir: Path, settings: dict[str, Any], write: bool = True) -> None:

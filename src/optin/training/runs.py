@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,17 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from optin.audio.features import FeatureConfig
-from optin.corpora.feature_cache import FeatureCache
-from optin.corpora.manifest import Manifest
-from optin.corpora.splits import cut_shares
-from optin.errors import ConfigError
-from optin.training.checkpoint import (
+from optin.checkpoint import (
     load_module_state,
     load_state,
     read_config,
     save_state,
     write_config,
 )
+from optin.corpora.feature_cache import FeatureCache
+from optin.corpora.manifest import Manifest
+from optin.corpora.splits import cut_shares
+from optin.errors import ConfigError
 from optin.training.data import FeatureStore
 from optin.training.records import check_run_settings
 
@@ -129,6 +129,18 @@ def record_training(out_dir: Path, training: dict[str, Any]) -> dict[str, Any]:
     final["training"] = training
     write_config(out_dir, final)
     return read_config(out_dir)
+
+
+class RunSettings:
+    """Base of the training configs (classifier, x-vector, obfuscator): the settings that must
+    match to resume or reuse a run are all fields but ``workers``, ``device`` and the snapshot
+    cadence, which may change between runs."""
+
+    def run_settings(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        for key in ("workers", "device", *SNAPSHOT_FIELDS):
+            data.pop(key)
+        return data
 
 
 # epochs in a row at zero validation error (100 % accuracy, or EER 0) after which a run stops:

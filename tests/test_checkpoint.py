@@ -1,4 +1,4 @@
-"""Tests for checkpoint folders (optin.training.checkpoint): what loading refuses, atomic saves."""
+"""Tests for checkpoint folders (optin.checkpoint): what loading refuses, atomic saves."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 import torch
 from tests.conftest import save_tiny_obfuscator
 
-from optin.privacy.obfuscator import Obfuscator
-from optin.training.checkpoint import (
+from optin.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_state,
     save_checkpoint,
     save_state,
 )
+from optin.privacy.obfuscator import Obfuscator
 
 
 @pytest.mark.parametrize("fill", [math.nan, math.inf, -math.inf])
@@ -50,7 +50,7 @@ def test_save_state_failure_leaves_the_old_state_and_no_temporary(tmp_path, monk
     def broken(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("optin.training.checkpoint.write_json", broken)
+    monkeypatch.setattr("optin.checkpoint.write_json", broken)
     with pytest.raises(KeyboardInterrupt):
         save_state(state_dir, {"step": 2, "w": torch.ones(2)})
     assert load_state(state_dir)["step"] == 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from optin.evaluation import verification
-from optin.evaluation.verification import (
+from optin.metrics import verification
+from optin.metrics.verification import (
     TrialError,
     asv_pairings,
     cosine_scores,

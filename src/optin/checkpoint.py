@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,10 @@ from optin import __version__
 from optin.audio.features import FeatureConfig
 from optin.errors import ConfigError, OptinError
 from optin.files import removed_on_failure, write_bytes, write_json
+from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+from optin.models.deepspeech2 import DeepSpeech2Classifier, DeepSpeech2Config
+from optin.models.xvector import XVector, XVectorConfig
+from optin.settings import StrictConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -194,6 +200,72 @@ def load_checkpoint(
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
     check_finite(state, weights)
     return config, state
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a checkpoint ``kind`` holds: the settings class of its ``architecture`` field and
+    how to build the module from them (and from the whole config.json, for modules that also
+    keep label names)."""
+
+    name: str
+    settings: type[StrictConfig]
+    build: Callable[[Any, dict[str, Any]], torch.nn.Module]
+    field: str = "architecture"
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint read back: the module (in eval mode), its architecture settings, its
+    config.json and its feature settings (None when it has none)."""
+
+    module: torch.nn.Module
+    arch: Any
+    config: dict[str, Any]
+    features: FeatureConfig | None
+
+
+# Every network of optin.models that is stored as a checkpoint, by its ``kind``. (ADR's kind,
+# a module with label names, is optin.baselines.adr.ADR_KIND.)
+MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
+    ModelKind("deepspeech2-classifier", DeepSpeech2Config,
+              lambda arch, config: DeepSpeech2Classifier(arch)),
+    ModelKind("cyclegan-vc2-obfuscator", GeneratorConfig, lambda arch, config: Generator(arch)),
+    ModelKind("cyclegan-vc2-deobfuscator", GeneratorConfig,
+              lambda arch, config: Generator(arch)),
+    ModelKind("xvector", XVectorConfig, lambda arch, config: XVector(arch)),
+)}
+
+
+def load_model(directory: str | os.PathLike, kind: ModelKind | str,
+               features: FeatureConfig | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Load any checkpoint folder of ``kind`` (a :class:`ModelKind` or a name in
+    :data:`MODEL_KINDS`): checked by :func:`load_checkpoint`, its settings rebuilt, its feature
+    settings matched to the architecture's bins, its weights loaded strictly.
+
+    Raises:
+        CheckpointError: naming the folder and the field or tensors at fault.
+    """
+    directory = Path(directory)
+    if isinstance(kind, str):
+        if kind not in MODEL_KINDS:
+            raise CheckpointError(f"unknown checkpoint kind '{kind}' (known: "
+                                  f"{', '.join(MODEL_KINDS)})")
+        kind = MODEL_KINDS[kind]
+    config, state = load_checkpoint(directory, kind=kind.name, features=features)
+    try:
+        arch = kind.settings.from_dict(config[kind.field])
+        feats = (FeatureConfig.from_dict(config["features"]) if "features" in config
+                 else None)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: bad or missing field ({err})"
+                              ) from err
+    if feats is not None and hasattr(arch, "n_freq"):
+        check_bins(directory, arch.n_freq, feats)
+    module = kind.build(arch, config)
+    load_module_state(module, state, directory)
+    return LoadedModel(module.to(device).eval(), arch, config, feats)
 
 
 def check_finite(state: dict[str, Tensor], where: Path) -> None:

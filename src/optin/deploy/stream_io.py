@@ -1,0 +1,263 @@
+"""Sources and sinks of a stream, and ``optin stream`` (:func:`stream_command`).
+
+An audio file (decoded and volume-normalised like offline obfuscation), raw signed 16-bit
+little-endian mono PCM on a pipe, or a microphone through the optional ``sounddevice`` package
+(``optin[live]``); out to a WAV/FLAC file or raw PCM. Other rates are resampled piece by piece
+(soxr streams). The streaming algorithm itself is :mod:`optin.deploy.streaming`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from optin.audio.io import check_output_wave, load_audio, soundfile_oserror
+from optin.deploy.streaming import StreamError, StreamingObfuscator
+from optin.errors import ConfigError, OptinError
+from optin.files import atomic_output, refuse_overwrite
+from optin.privacy.obfuscator import Obfuscator
+
+PCM_SCALE = 32768.0
+
+
+class LiveInputError(OptinError, ValueError):
+    """Live microphone input is not available (``sounddevice`` missing or no device)."""
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    """Signed 16-bit little-endian bytes -> (n,) float32 in [-1, 1)."""
+    if len(data) % 2:
+        raise StreamError(f"raw PCM input has an odd number of bytes ({len(data)}): "
+                          "expected 16-bit samples")
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / PCM_SCALE)
+
+
+def float_to_pcm16(wave: np.ndarray) -> bytes:
+    """(n,) float -> signed 16-bit little-endian bytes (clipped to [-1, 1])."""
+    scaled = np.clip(np.asarray(wave, dtype=np.float64) * PCM_SCALE, -PCM_SCALE, PCM_SCALE - 1)
+    return np.round(scaled).astype("<i2").tobytes()
+
+
+def pcm_source(stream: BinaryIO, piece: int) -> Iterator[np.ndarray]:
+    """Read raw PCM from a binary stream in pieces of ``piece`` samples until end of file."""
+    carry = b""
+    while True:
+        data = stream.read(2 * piece)
+        if not data:
+            break
+        data = carry + data
+        cut = len(data) - len(data) % 2
+        carry = data[cut:]
+        if cut:
+            yield pcm16_to_float(data[:cut])
+    if carry:
+        raise StreamError("raw PCM input ended inside a sample (odd number of bytes)")
+
+
+def file_source(path: str | os.PathLike, streamer: StreamingObfuscator, piece: int
+                ) -> Iterator[np.ndarray]:
+    """An audio file decoded at the obfuscator's rate, volume-normalised, in pieces."""
+    cfg = streamer.features
+    wave = load_audio(path, sample_rate=cfg.sample_rate, normalize=cfg.volume,
+                      target_dbfs=cfg.target_dbfs)
+    for i in range(0, len(wave), piece):
+        yield wave[i:i + piece]
+
+
+def microphone_source(rate: int, piece: int, seconds: float | None = None
+                      ) -> Iterator[np.ndarray]:
+    """Mono float32 pieces from the default input device until ``seconds`` or Ctrl-C."""
+    try:
+        import sounddevice
+    except (ImportError, OSError) as err:
+        raise LiveInputError(
+            "--input mic needs the optional 'sounddevice' package (pip install 'optin[live]')"
+            f": {err}") from err
+    limit = None if seconds is None else round(seconds * rate)
+    done = 0
+    try:
+        with sounddevice.InputStream(samplerate=rate, channels=1, dtype="float32",
+                                     blocksize=piece) as mic:
+            while limit is None or done < limit:
+                data, _ = mic.read(piece)
+                wave = np.asarray(data, dtype=np.float32)[:, 0]
+                if limit is not None:
+                    wave = wave[:limit - done]
+                done += len(wave)
+                yield wave
+    except sounddevice.PortAudioError as err:
+        raise LiveInputError(f"microphone: {err}") from err
+
+
+class _Resampler:
+    """Streaming resampling (identity when the rates match)."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(
+            rate_in, rate_out, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, wave: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.stream is None:
+            return wave
+        return self.stream.resample_chunk(np.ascontiguousarray(wave, np.float32), last=last)
+
+
+@dataclass
+class StreamReport:
+    """What a stream did: seconds in and out, wall time, real-time factor (wall / audio)."""
+
+    seconds_in: float
+    seconds_out: float
+    wall_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.wall_seconds / max(self.seconds_in, 1e-9)
+
+
+def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
+               sink: Callable[[np.ndarray], None], rate_in: int | None = None,
+               rate_out: int | None = None, stop_on_interrupt: bool = False,
+               name: str = "stream output") -> StreamReport:
+    """Push every piece of ``source`` through ``streamer``, flush, and give the audio to
+    ``sink`` as it becomes final.
+
+    Args:
+        source: (n,) float32 pieces at ``rate_in`` (default: the obfuscator's rate).
+        sink: called with (m,) float32 pieces at ``rate_out`` (default: the obfuscator's rate).
+        stop_on_interrupt: Ctrl-C ends the input (live sources) instead of the run.
+        name: how errors call the output.
+
+    Raises:
+        AudioError: a piece is not fit to write (NaN, or mostly clipped: see
+            :func:`optin.audio.io.check_output_wave`); it is refused before ``sink`` sees it.
+    """
+    rate = streamer.features.sample_rate
+    rate_in, rate_out = rate_in or rate, rate_out or rate
+    into, out_of = _Resampler(rate_in, rate), _Resampler(rate, rate_out)
+    streamer.reset()
+    start, n_in, n_out = time.perf_counter(), 0, 0
+
+    def emit(wave: np.ndarray) -> None:
+        nonlocal n_out
+        if len(wave):
+            check_output_wave(wave, name)
+            sink(wave)
+            n_out += len(wave)
+
+    try:
+        for piece in source:
+            n_in += len(piece)
+            emit(out_of(streamer.push(into(piece)).audio))
+    except KeyboardInterrupt:
+        if not stop_on_interrupt:
+            raise
+    emit(out_of(streamer.push(into(np.zeros(0, np.float32), last=True)).audio))
+    emit(out_of(streamer.flush().audio, last=True))
+    return StreamReport(n_in / rate_in, n_out / rate_out, time.perf_counter() - start)
+
+
+class WavSink:
+    """Write 16-bit PCM incrementally to ``path`` (in the format ``fmt``: WAV or FLAC).
+
+    ``stream_command`` gives it the temporary file of :func:`optin.files.atomic_output`;
+    libsndfile's errors come out as the OSError behind them, naming ``name``.
+    """
+
+    def __init__(self, path: str | os.PathLike, rate: int, fmt: str = "WAV",
+                 name: str | os.PathLike | None = None) -> None:
+        self.name = name or path
+        try:
+            self.file = sf.SoundFile(str(path), "w", samplerate=rate, channels=1,
+                                     subtype="PCM_16", format=fmt)
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
+
+    def __call__(self, wave: np.ndarray) -> None:
+        try:
+            self.file.write(np.clip(wave, -1.0, 1.0))
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except sf.LibsndfileError as err:
+            raise soundfile_oserror(err, self.name) from err
+
+    def __enter__(self) -> WavSink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # the first error is the one to report
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+def pcm_sink(stream: BinaryIO) -> Callable[[np.ndarray], None]:
+    """Write raw 16-bit PCM to a binary stream, flushed after each piece."""
+
+    def write(wave: np.ndarray) -> None:
+        stream.write(float_to_pcm16(wave))
+        stream.flush()
+
+    return write
+
+
+def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-",
+                   chunk_ms: float = 100.0, rate: int = 16000, window_ms: float | None = None,
+                   phase: str = "input", seconds: float | None = None,
+                   stdin: BinaryIO | None = None, stdout: BinaryIO | None = None,
+                   log: Callable[[str], None] | None = None) -> StreamReport:
+    """``optin stream``: obfuscate a file, raw PCM on stdin (``-``) or the microphone
+    (``mic``) into a WAV/FLAC file or raw PCM on stdout (``-``).
+
+    ``rate`` is the rate of raw PCM / microphone input and of raw PCM output; files are
+    decoded and written at the obfuscator's rate.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    if rate <= 0:
+        raise ConfigError(f"--rate must be > 0, got {rate}")
+    if source not in ("-", "mic") and output != "-":
+        refuse_overwrite([Path(source)], [Path(output)], option="--output")
+    streamer = StreamingObfuscator(Obfuscator.load(model), chunk_ms=chunk_ms,
+                                   window_ms=window_ms, phase=phase)  # type: ignore[arg-type]
+    feature_rate = streamer.features.sample_rate
+    log(f"stream: {streamer.describe()}")
+    live = source == "mic"
+    if live:
+        piece = max(1, round(streamer.chunk_ms * rate / 1000))
+        frames: Iterable[np.ndarray] = microphone_source(rate, piece, seconds)
+        rate_in = rate
+    elif source == "-":
+        piece = max(1, round(streamer.chunk_ms * rate / 1000))
+        frames = pcm_source(stdin or sys.stdin.buffer, piece)
+        rate_in = rate
+    else:
+        piece = streamer.chunk_frames * streamer.hop
+        frames = file_source(source, streamer, piece)
+        rate_in = feature_rate
+    if output == "-":
+        sink: Callable[[np.ndarray], None] = pcm_sink(stdout or sys.stdout.buffer)
+        report = run_stream(streamer, frames, sink, rate_in, rate, stop_on_interrupt=live)
+    else:
+        fmt = "FLAC" if Path(output).suffix.lower() == ".flac" else "WAV"
+        with atomic_output(output) as tmp, WavSink(tmp, feature_rate, fmt, name=output) as wav:
+            report = run_stream(streamer, frames, wav, rate_in, feature_rate,
+                                stop_on_interrupt=live, name=output)
+        log(f"wrote {output}")
+    log(f"stream: {report.seconds_in:.2f} s in, {report.seconds_out:.2f} s out, "
+        f"{report.wall_seconds:.2f} s wall (real-time factor {report.real_time_factor:.2f})")
+    return report
