@@ -14,9 +14,7 @@ The selected model is written to the run folder as a checkpoint (``config.json``
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,26 +43,22 @@ from optin.models.deepspeech2 import (
 )
 from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.data import CropTraining, FeatureStore, eval_batches, segment_count
+from optin.training.loop import LOSS_MIN_DELTA, FunctionTask, LoopSettings, Validation, fit
 from optin.training.presets import from_preset
-from optin.training.records import write_metrics
 from optin.training.runs import (
     SNAPSHOT_SECONDS,
     Optimisation,
     RunSettings,
-    SnapshotTimer,
     checked_features,
-    early_stop,
     hold_out_share,
     log,
     open_run,
     prepare_data,
     provenance,
-    record_training,
     resolve_device,
 )
 
 KIND = "deepspeech2-classifier"
-LOSS_MIN_DELTA = 1e-3  # a tie on accuracy counts as better only if the loss drops by this
 Role = Literal["target", "attacker"]
 ROLES: tuple[str, ...] = get_args(Role)
 
@@ -302,120 +296,35 @@ def train_classifier(
                              config.patience, mode="max")
     crops = CropTraining.build(train_store, train_labels, segments, config.batch_size,
                                config.draws_per_epoch, config.seed, config.balanced)
-    steps = crops.steps
-
-    progress_state: dict[str, Any] = {
-        "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
-        "best": {"accuracy": -1.0, "loss": math.inf, "epoch": -1}, "bad_epochs": 0,
-        "history": [], "finished": False,
-    }
-    if run.state is not None:
-        progress_state = opt.restore(run.state, run.state_dir)
-        log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
-            f"step {progress_state['step']}/{steps}")
-
-    timer = SnapshotTimer(config.checkpoint_every, config.snapshot_seconds)
-
-    def snapshot() -> None:
-        opt.save(run.state_dir, progress_state)
-        timer.saved()
-
     log(f"training {config.role} classifier for '{config.attribute}' "
         f"({len(encoder)} classes, {len(train_store)} train / {len(valid_store)} valid "
         f"utterances; validation: {valid_note}) on {device}, "
         f"{model.num_parameters():,} parameters")
     classifier = Classifier(model, encoder, features, segments, config.vote)
-    stop_reason = "max epochs"
-    while progress_state["epoch"] < config.epochs:
-        epoch = progress_state["epoch"]
-        loader = crops.loader(epoch, config.workers,
-                              skip=progress_state["step"] * config.batch_size)
-        model.train()
-        bar = tqdm(loader, total=steps, initial=progress_state["step"], unit="batch",
-                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        tick = time.perf_counter()
-        for x, lengths, labels in bar:
-            x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
-            logits, loss = opt.forward(x, lengths, labels)
-            opt.step(loss, config.grad_clip)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch "
-                                         f"{epoch + 1}; lower --lr")
-            progress_state["step"] += 1
-            progress_state["loss_sum"] += loss.item() * len(labels)
-            progress_state["correct"] += int((logits.argmax(1) == labels).sum())
-            progress_state["seen"] += len(labels)
-            bar.set_postfix(loss=f"{progress_state['loss_sum'] / progress_state['seen']:.3f}",
-                            acc=f"{progress_state['correct'] / progress_state['seen']:.3f}")
-            if timer.due(progress_state["step"], steps):
-                now = time.perf_counter()
-                progress_state["seconds"] += now - tick
-                tick = now
-                snapshot()
-        bar.close()
-        progress_state["seconds"] += time.perf_counter() - tick
 
+    def validate() -> Validation:
         pred = classifier.predict(valid_store)
-        valid_loss = float(F.cross_entropy(
-            pred["segment_logits"], valid_labels[pred["segment_utterance"]]))
+        loss = float(F.cross_entropy(pred["segment_logits"],
+                                     valid_labels[pred["segment_utterance"]]))
         scores = score(pred, valid_labels, encoder.classes)
-        seen = max(progress_state["seen"], 1)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": progress_state["loss_sum"] / seen,
-            "train_segment_accuracy": progress_state["correct"] / seen,
-            "valid_loss": valid_loss,
-            "valid_segment_accuracy": scores["segment_accuracy"],
-            "valid_utterance_accuracy": scores["utterance_accuracy"],
-            "valid_balanced_accuracy": scores["balanced_accuracy"],
-            "lr": opt.optimizer.param_groups[0]["lr"],
-            "seconds": progress_state["seconds"],
-            "train_segments_per_s": progress_state["seen"] / max(progress_state["seconds"], 1e-9),
-        }
-        progress_state["history"].append(row)
-        write_metrics(out_dir / "metrics.csv", progress_state["history"])
-        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
-            f"{row['train_segment_accuracy']:.3f} | valid loss {valid_loss:.3f} utt acc "
-            f"{row['valid_utterance_accuracy']:.3f} | {row['train_segments_per_s']:.1f} seg/s")
+        accuracy = scores["utterance_accuracy"]
+        return Validation(
+            {"valid_loss": loss, "valid_segment_accuracy": scores["segment_accuracy"],
+             "valid_utterance_accuracy": accuracy,
+             "valid_balanced_accuracy": scores["balanced_accuracy"]},
+            error=1.0 - accuracy, loss=loss, schedule=accuracy, scores=scores,
+            text=f"valid loss {loss:.3f} utt acc {accuracy:.3f}")
 
-        best = progress_state["best"]
-        higher = scores["utterance_accuracy"] > best["accuracy"]
-        improved = higher or (scores["utterance_accuracy"] == best["accuracy"]
-                              and valid_loss < best["loss"] - LOSS_MIN_DELTA)
-        if improved:
-            progress_state["best"] = {"accuracy": scores["utterance_accuracy"],
-                                      "loss": valid_loss, "epoch": epoch + 1}
-            _save_classifier(out_dir, model, arch, encoder, features, config, manifest,
-                             {"valid": scores, "best_epoch": epoch + 1}, data_note)
-        # patience counts epochs without a higher accuracy (a lower loss alone selects, but
-        # does not keep a run going: at 100 % it would never stop)
-        progress_state["bad_epochs"] = 0 if higher else progress_state["bad_epochs"] + 1
-        opt.scheduler.step(scores["utterance_accuracy"])
-        progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
-                              seconds=0.0)
-        reason = early_stop([1.0 - h["valid_utterance_accuracy"] for h in
-                             progress_state["history"]], progress_state["bad_epochs"],
-                            config.patience)
-        if reason is not None:
-            stop_reason = reason
-            progress_state["epoch"] = config.epochs
-        snapshot()
+    def save(epoch: int, validation: Validation) -> None:
+        _save_classifier(out_dir, model, arch, encoder, features, config, manifest,
+                         {"valid": validation.scores, "best_epoch": epoch}, data_note)
 
-    history = progress_state["history"]
-    final = record_training(out_dir, {
-        "epochs_run": len(history),
-        "best_epoch": progress_state["best"]["epoch"],
-        "stopped": stop_reason,
-        "selection": "highest validation utterance accuracy; on a tie, validation loss lower "
-                     f"by at least {LOSS_MIN_DELTA}",
-        "validation": valid_note,
-        "train_segments_per_s": sum(h["train_segments_per_s"] for h in history) / len(history),
-    })
-    progress_state["finished"] = True
-    snapshot()
-    log(f"selected epoch {final['training']['best_epoch']} (valid utterance accuracy "
-        f"{progress_state['best']['accuracy']:.3f}); {stop_reason}; saved to {out_dir}")
-    return final
+    task = FunctionTask(validate, save, lambda row: 1.0 - row["valid_utterance_accuracy"])
+    return fit(task, run, opt, crops, LoopSettings.of(config), out_dir,
+               accuracy_column="train_segment_accuracy",
+               selection="highest validation utterance accuracy; on a tie, validation loss "
+                         f"lower by at least {LOSS_MIN_DELTA}",
+               validation_note=valid_note, progress=progress)
 
 
 def _save_classifier(out_dir: Path, model: DeepSpeech2Classifier, arch: DeepSpeech2Config,

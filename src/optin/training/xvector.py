@@ -33,21 +33,15 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig
-from optin.checkpoint import (
-    save_state,
-)
 from optin.corpora.manifest import LabelEncoder, Manifest, ManifestError
 from optin.errors import ConfigError
 from optin.metrics.verification import (
@@ -57,25 +51,21 @@ from optin.metrics.verification import (
 from optin.models.xvector import XVector, XVectorConfig
 from optin.settings import Rule, above, at_least, between, check_fields
 from optin.training.data import CropTraining
+from optin.training.loop import LOSS_MIN_DELTA, FunctionTask, LoopSettings, Validation, fit
 from optin.training.presets import from_preset
-from optin.training.records import write_metrics
 from optin.training.runs import (
     SNAPSHOT_SECONDS,
     Optimisation,
     RunSettings,
-    SnapshotTimer,
     checked_features,
-    early_stop,
     hold_out_share,
     log,
     open_run,
     prepare_data,
     provenance,
-    record_training,
 )
 from optin.training.xvector_extractor import SPEAKER_COLUMN, XVectorExtractor, score_embeddings
 
-LOSS_MIN_DELTA = 1e-3
 SELECTIONS = {
     "eer": ("lowest validation EER; on a tie, validation loss lower by at least "
             f"{LOSS_MIN_DELTA} (closed-set validation only), else the earlier epoch"),
@@ -257,17 +247,6 @@ def train_xvector(
     crops = CropTraining.build(train_store, train_labels, config.segments, config.batch_size,
                                config.draws_per_epoch, config.seed, config.balanced)
 
-    progress_state: dict[str, Any] = {
-        "epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0,
-        "best": {"eer": math.inf, "loss": math.inf, "epoch": -1},
-        "bad_epochs": 0, "history": [], "finished": False, "stop": "max epochs",
-    }
-    if run.state is not None:  # a state saved before mid-epoch snapshots has no "step"
-        progress_state = {**progress_state, **opt.restore(run.state, run.state_dir)}
-        log(f"{out_dir}: resuming at epoch {progress_state['epoch'] + 1}, "
-            f"step {progress_state['step']}/{crops.steps}")
-    timer = SnapshotTimer(config.checkpoint_every, config.snapshot_seconds)
-
     scored_by = (f"{int(valid_trials[2].numel())} valid trials" if valid_trials is not None
                  else "valid utterance accuracy")
     log(f"training x-vector {'classifier' if by_accuracy else 'extractor'} of "
@@ -275,34 +254,12 @@ def train_xvector(
         f"{len(valid_store)} valid utterances; validation: {valid_note}; {scored_by}) on "
         f"{device}, {model.num_parameters():,} parameters")
     extractor = XVectorExtractor(model, encoder.classes, features, attribute=config.attribute)
-    while progress_state["epoch"] < config.epochs:
-        epoch = progress_state["epoch"]
-        loader = crops.loader(epoch, config.workers,
-                              skip=progress_state["step"] * config.batch_size)
-        model.train()
-        tick = time.perf_counter()
-        for x, lengths, labels in tqdm(loader, total=crops.steps, unit="batch", leave=False,
-                                       initial=progress_state["step"],
-                                       desc=f"epoch {epoch + 1}/{config.epochs}",
-                                       disable=not progress):
-            x, lengths, labels = x.to(device), lengths.to(device), labels.to(device)
-            logits, loss = opt.forward(x, lengths, labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch "
-                                         f"{epoch + 1}; lower the learning rate")
-            opt.step(loss, config.grad_clip)
-            progress_state["step"] += 1
-            progress_state["loss_sum"] += loss.item() * len(labels)
-            progress_state["correct"] += int((logits.argmax(1) == labels).sum())
-            progress_state["seen"] += len(labels)
-            if timer.due(progress_state["step"], crops.steps):
-                now = time.perf_counter()
-                progress_state["seconds"] += now - tick
-                tick = now
-                opt.save(run.state_dir, progress_state)
-        seconds = progress_state["seconds"] + time.perf_counter() - tick
-        loss_sum, correct, seen = (progress_state[k] for k in ("loss_sum", "correct", "seen"))
 
+    def error_of(row: dict[str, Any]) -> float:
+        # one "lower is better" number per rule: the EER, or the error rate 1 - accuracy
+        return 1.0 - row["valid_speaker_accuracy"] if by_accuracy else row["valid_eer"]
+
+    def validate() -> Validation:
         emb = extractor.embed_store(valid_store)
         if by_accuracy:
             closed = extractor.score_classes(emb, valid_labels)
@@ -310,70 +267,26 @@ def train_xvector(
                       "speaker_accuracy": closed["utterance_accuracy"]}
         else:
             scores = score_embeddings(extractor, emb, valid_labels, trials=valid_trials)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "valid_eer": scores["eer"],
-            "valid_min_dcf": scores["min_dcf"],
-            "valid_loss": scores["loss"],
-            "valid_speaker_accuracy": scores["speaker_accuracy"],
-            "lr": opt.optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-            "train_segments_per_s": seen / max(seconds, 1e-9),
-        }
-        progress_state["history"].append(row)
-        write_metrics(out_dir / "metrics.csv", progress_state["history"])
+        columns = {"valid_eer": scores["eer"], "valid_min_dcf": scores["min_dcf"],
+                   "valid_loss": scores["loss"],
+                   "valid_speaker_accuracy": scores["speaker_accuracy"]}
         accuracy = scores["speaker_accuracy"]
-        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc "
-            f"{row['train_accuracy']:.3f} | valid "
-            + ("" if by_accuracy else f"EER {scores['eer']:.3f} minDCF {scores['min_dcf']:.3f} ")
-            + (f"{config.attribute} acc {accuracy:.3f}" if accuracy is not None else "")
-            + f" | {row['train_segments_per_s']:.0f} seg/s")
+        text = ("valid " + ("" if by_accuracy else
+                            f"EER {scores['eer']:.3f} minDCF {scores['min_dcf']:.3f} ")
+                + (f"{config.attribute} acc {accuracy:.3f}" if accuracy is not None else ""))
+        error = error_of(columns)
+        return Validation(columns, error=error,
+                          loss=scores["loss"] if scores["loss"] is not None else math.inf,
+                          schedule=error, scores=scores, text=text)
 
-        best = progress_state["best"]
-        loss_now = scores["loss"] if scores["loss"] is not None else math.inf
-        # one "lower is better" number per rule: the EER, or the error rate 1 - accuracy
-        error = 1.0 - accuracy if by_accuracy else scores["eer"]
-        improved = (error < best["eer"]
-                    or (error == best["eer"] and loss_now < best["loss"] - LOSS_MIN_DELTA))
-        if improved:
-            _save_extractor(out_dir, model, encoder, features, config, manifest,
-                            {"valid": scores, "best_epoch": epoch + 1}, data_note)
-        # patience counts epochs without a lower error (a lower loss alone selects, but does
-        # not keep a run going: at 0 % error it would never stop)
-        progress_state["bad_epochs"] = (0 if error < best["eer"]
-                                        else progress_state["bad_epochs"] + 1)
-        if improved:
-            progress_state["best"] = {"eer": error, "loss": loss_now, "epoch": epoch + 1}
-        opt.scheduler.step(error)
-        progress_state.update(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0,
-                              seconds=0.0)
-        reason = early_stop([1.0 - h["valid_speaker_accuracy"] if by_accuracy else h["valid_eer"]
-                             for h in progress_state["history"]],
-                            progress_state["bad_epochs"], config.patience)
-        if reason is not None:
-            progress_state["stop"] = reason
-            progress_state["epoch"] = config.epochs
-        opt.save(run.state_dir, progress_state)
-        timer.saved()
+    def save(epoch: int, validation: Validation) -> None:
+        _save_extractor(out_dir, model, encoder, features, config, manifest,
+                        {"valid": validation.scores, "best_epoch": epoch}, data_note)
 
-    history = progress_state["history"]
-    final = record_training(out_dir, {
-        "epochs_run": len(history),
-        "best_epoch": progress_state["best"]["epoch"],
-        "stopped": progress_state["stop"],
-        "selection": SELECTIONS[config.selection],
-        "validation": valid_note,
-        "seconds": sum(h["seconds"] for h in history),
-        "train_segments_per_s": sum(h["train_segments_per_s"] for h in history) / len(history),
-    })
-    progress_state["finished"] = True
-    save_state(run.state_dir, {"progress": progress_state})
-    log(f"selected epoch {final['training']['best_epoch']} (valid "
-        f"{'error rate' if by_accuracy else 'EER'} {progress_state['best']['eer']:.3f}); "
-        f"{progress_state['stop']}; saved to {out_dir}")
-    return final
+    return fit(FunctionTask(validate, save, error_of), run, opt, crops,
+               LoopSettings.of(config), out_dir, accuracy_column="train_accuracy",
+               selection=SELECTIONS[config.selection], validation_note=valid_note,
+               progress=progress)
 
 
 def _save_extractor(out_dir: Path, model: XVector, encoder: LabelEncoder,
