@@ -212,28 +212,34 @@ class ModelKind:
     settings: type[StrictConfig]
     build: Callable[[Any, dict[str, Any]], torch.nn.Module]
     field: str = "architecture"
+    outputs: str | None = None  # the settings field that counts the classes named in ``labels``
+    class_word: str = "class"  # how an error names them
 
 
 @dataclass
 class LoadedModel:
     """A checkpoint read back: the module (in eval mode), its architecture settings, its
-    config.json and its feature settings (None when it has none)."""
+    config.json, its feature settings (None when it has none) and, for a kind with named
+    classes, the attribute and the class names of ``labels``."""
 
     module: torch.nn.Module
     arch: Any
     config: dict[str, Any]
     features: FeatureConfig | None
+    attribute: str | None = None
+    classes: tuple[str, ...] = ()
 
 
 # Every network of optin.models that is stored as a checkpoint, by its ``kind``. (ADR's kind,
 # a module with label names, is optin.baselines.adr.ADR_KIND.)
 MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind("deepspeech2-classifier", DeepSpeech2Config,
-              lambda arch, config: DeepSpeech2Classifier(arch)),
+              lambda arch, config: DeepSpeech2Classifier(arch), outputs="n_classes"),
     ModelKind("cyclegan-vc2-obfuscator", GeneratorConfig, lambda arch, config: Generator(arch)),
     ModelKind("cyclegan-vc2-deobfuscator", GeneratorConfig,
               lambda arch, config: Generator(arch)),
-    ModelKind("xvector", XVectorConfig, lambda arch, config: XVector(arch)),
+    ModelKind("xvector", XVectorConfig, lambda arch, config: XVector(arch),
+              outputs="n_speakers", class_word="speaker"),
 )}
 
 
@@ -258,14 +264,21 @@ def load_model(directory: str | os.PathLike, kind: ModelKind | str,
         arch = kind.settings.from_dict(config[kind.field])
         feats = (FeatureConfig.from_dict(config["features"]) if "features" in config
                  else None)
-    except (KeyError, TypeError, ValueError) as err:
+        labels = config["labels"] if kind.outputs else {}
+        attribute = labels.get("attribute")
+        classes = tuple(str(c) for c in labels["classes"]) if kind.outputs else ()
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: bad or missing field ({err})"
                               ) from err
+    if kind.outputs and getattr(arch, kind.outputs) != len(classes):
+        raise CheckpointError(f"{directory}: {getattr(arch, kind.outputs)} outputs but "
+                              f"{len(classes)} {kind.class_word} names")
     if feats is not None and hasattr(arch, "n_freq"):
         check_bins(directory, arch.n_freq, feats)
     module = kind.build(arch, config)
     load_module_state(module, state, directory)
-    return LoadedModel(module.to(device).eval(), arch, config, feats)
+    return LoadedModel(module.to(device).eval(), arch, config, feats,
+                       None if attribute is None else str(attribute), classes)
 
 
 def check_finite(state: dict[str, Tensor], where: Path) -> None:

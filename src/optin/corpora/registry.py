@@ -14,7 +14,10 @@ from optin.corpora.ravdess import prepare_ravdess
 from optin.corpora.voxceleb2 import prepare_voxceleb2
 from optin.errors import ConfigError
 
-CORPORA: tuple[str, ...] = ("ravdess", "emovdb", "emodb", "librispeech", "voxceleb2", "csv")
+# the importers of the named corpora (the generic csv importer takes more options)
+IMPORTERS = {"ravdess": prepare_ravdess, "emovdb": prepare_emovdb, "emodb": prepare_emodb,
+             "librispeech": prepare_librispeech, "voxceleb2": prepare_voxceleb2}
+CORPORA: tuple[str, ...] = (*IMPORTERS, "csv")
 
 
 def import_corpus(
@@ -36,16 +39,8 @@ def import_corpus(
     common = {"out": out, "on_error": on_error, "seed": seed, "progress": progress}
     if corpus != "csv" and (columns or audio_root or protocol):
         raise ConfigError("--map, --audio-root and --protocol apply to the csv importer only")
-    if corpus == "ravdess":
-        return prepare_ravdess(src, **common)
-    if corpus == "emovdb":
-        return prepare_emovdb(src, **common)
-    if corpus == "emodb":
-        return prepare_emodb(src, **common)
-    if corpus == "librispeech":
-        return prepare_librispeech(src, **common)
-    if corpus == "voxceleb2":
-        return prepare_voxceleb2(src, **common)
+    if corpus in IMPORTERS:
+        return IMPORTERS[corpus](src, **common)
     if corpus == "csv":
         return prepare_csv(src, columns=columns, audio_root=audio_root, protocol=protocol,
                            **common)

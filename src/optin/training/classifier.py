@@ -165,15 +165,13 @@ class Classifier:
         loaded = load_model(directory, KIND, features=features, device=device)
         config = loaded.config
         try:
-            labels = config["labels"]
-            encoder = LabelEncoder(attribute=labels["attribute"], classes=tuple(labels["classes"]))
+            if loaded.attribute is None:
+                raise KeyError("labels.attribute")
+            encoder = LabelEncoder(attribute=loaded.attribute, classes=loaded.classes)
             segs = SegmentConfig(**config["segments"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{directory / 'config.json'}: bad or missing field ({err})"
                                   ) from err
-        if loaded.arch.n_classes != len(encoder):
-            raise CheckpointError(f"{directory}: {loaded.arch.n_classes} outputs but "
-                                  f"{len(encoder)} class names")
         model, feats = loaded.module, loaded.features
         return cls(model, encoder, feats, segs, config.get("vote", "majority"), config)
 

@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from optin.audio.features import FeatureConfig
 from optin.checkpoint import (
-    CheckpointError,
     load_model,
     save_checkpoint,
 )
@@ -69,17 +68,8 @@ class XVectorExtractor:
         """Load a checkpoint folder; refuse it if its feature settings differ from ``features``."""
         directory = Path(directory)
         loaded = load_model(directory, KIND, features=features, device=device)
-        config = loaded.config
-        try:
-            speakers = tuple(config["labels"]["classes"])
-            attribute = str(config["labels"].get("attribute", SPEAKER_COLUMN))
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{directory / 'config.json'}: bad or missing field ({err})"
-                                  ) from err
-        if loaded.arch.n_speakers != len(speakers):
-            raise CheckpointError(f"{directory}: {loaded.arch.n_speakers} outputs but "
-                                  f"{len(speakers)} speaker names")
-        model, feats = loaded.module, loaded.features
+        model, feats, config = loaded.module, loaded.features, loaded.config
+        speakers, attribute = loaded.classes, loaded.attribute or SPEAKER_COLUMN
         return cls(model, speakers, feats, config, attribute)
 
     def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
