@@ -32,6 +32,7 @@ from optin import __version__
 from optin.audio.features import FeatureConfig
 from optin.errors import ConfigError, OptinError
 from optin.files import removed_on_failure, write_bytes, write_json
+from optin.models.causal_obfuscator import CausalObfuscator, CausalObfuscatorConfig
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.models.deepspeech2 import DeepSpeech2Classifier, DeepSpeech2Config
 from optin.models.xvector import XVector, XVectorConfig
@@ -238,6 +239,8 @@ MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind("cyclegan-vc2-obfuscator", GeneratorConfig, lambda arch, config: Generator(arch)),
     ModelKind("cyclegan-vc2-deobfuscator", GeneratorConfig,
               lambda arch, config: Generator(arch)),
+    ModelKind("causal-obfuscator", CausalObfuscatorConfig,
+              lambda arch, config: CausalObfuscator(arch)),
     ModelKind("xvector", XVectorConfig, lambda arch, config: XVector(arch),
               outputs="n_speakers", class_word="speaker"),
 )}

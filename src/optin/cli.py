@@ -521,15 +521,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="audio file, '-' for raw 16-bit mono PCM on stdin (default), or 'mic'")
     p.add_argument("--output", default="-",
                    help="WAV/FLAC file, or '-' for raw 16-bit PCM on stdout (default)")
-    p.add_argument("--chunk-ms", type=POSITIVE, default=100.0,
-                   help="frames made final per network run (rounded up to 40 ms steps)")
+    p.add_argument("--chunk-ms", type=POSITIVE,
+                   help="audio per network run: the paper's obfuscator 100 (rounded up to 40 ms "
+                        "steps), a causal one 10 (any multiple of 10 ms)")
     p.add_argument("--rate", type=COUNT, default=16000,
                    help="sample rate of raw PCM / microphone input and raw PCM output")
     p.add_argument("--window-ms", type=POSITIVE,
                    help="frames per network run (default: the least that covers the "
                         "receptive field)")
-    p.add_argument("--phase", choices=["input", "griffin-lim"], default="input",
-                   help="resynthesis phase: the input's own, or per-chunk Griffin-Lim")
+    p.add_argument("--phase", choices=["input", "griffin-lim"],
+                   help="resynthesis phase: the input's own, or per-chunk Griffin-Lim (default: "
+                        "the input's only when the permitted task is speaker identity)")
     p.add_argument("--seconds", type=POSITIVE, help="with --input mic: stop after this long")
 
     p = add(sub, "export", _export,

@@ -22,7 +22,8 @@ import soundfile as sf
 import soxr
 
 from optin.audio.io import check_output_wave, load_audio, soundfile_oserror
-from optin.deploy.streaming import StreamError, StreamingObfuscator
+from optin.deploy.causal_stream import open_stream
+from optin.deploy.streaming import PhaseMode, StreamError, StreamingObfuscator
 from optin.errors import ConfigError, OptinError
 from optin.files import atomic_output, refuse_overwrite
 from optin.privacy.obfuscator import Obfuscator
@@ -114,15 +115,30 @@ class _Resampler:
 
 @dataclass
 class StreamReport:
-    """What a stream did: seconds in and out, wall time, real-time factor (wall / audio)."""
+    """What a stream did: seconds in and out, wall time, real-time factor (wall / audio), and
+    its latency: the algorithmic latency (chunk + look-ahead + one hop) plus the compute time
+    of each push (the time a piece of input waits before its output can be emitted)."""
 
     seconds_in: float
     seconds_out: float
     wall_seconds: float
+    algorithmic_ms: float = 0.0
+    push_ms: tuple[float, ...] = ()
 
     @property
     def real_time_factor(self) -> float:
         return self.wall_seconds / max(self.seconds_in, 1e-9)
+
+    def compute_ms(self, quantile: float) -> float:
+        """A quantile of the per-push compute time, in ms (0 when nothing was pushed)."""
+        return float(np.quantile(self.push_ms, quantile)) if self.push_ms else 0.0
+
+    def latency_line(self) -> str:
+        """The measured latency in one line: algorithmic + compute (median, 99th pct, max)."""
+        p50, p99, worst = (self.compute_ms(q) for q in (0.5, 0.99, 1.0))
+        return (f"latency: {self.algorithmic_ms:.1f} ms algorithmic + {p50:.2f} ms compute "
+                f"(median push; 99th percentile {p99:.2f} ms, max {worst:.2f} ms) = "
+                f"{self.algorithmic_ms + p99:.1f} ms at the 99th percentile")
 
 
 def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
@@ -155,16 +171,21 @@ def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
             sink(wave)
             n_out += len(wave)
 
+    pushes: list[float] = []
     try:
         for piece in source:
             n_in += len(piece)
-            emit(out_of(streamer.push(into(piece)).audio))
+            tick = time.perf_counter()
+            out = out_of(streamer.push(into(piece)).audio)
+            pushes.append(1000.0 * (time.perf_counter() - tick))
+            emit(out)
     except KeyboardInterrupt:
         if not stop_on_interrupt:
             raise
     emit(out_of(streamer.push(into(np.zeros(0, np.float32), last=True)).audio))
     emit(out_of(streamer.flush().audio, last=True))
-    return StreamReport(n_in / rate_in, n_out / rate_out, time.perf_counter() - start)
+    return StreamReport(n_in / rate_in, n_out / rate_out, time.perf_counter() - start,
+                        streamer.latency_ms, tuple(pushes))
 
 
 class WavSink:
@@ -216,9 +237,18 @@ def pcm_sink(stream: BinaryIO) -> Callable[[np.ndarray], None]:
     return write
 
 
+def default_phase(obfuscator: Obfuscator) -> PhaseMode:
+    """The audio-out phase when none is asked for: the input's phase only when the permitted
+    task is speaker identity (the raw phase carries the speaker's signal, which is not to be
+    hidden then); otherwise per-chunk Griffin-Lim, so no raw phase leaves the device."""
+    attribute = (obfuscator.config.get("target") or {}).get("attribute")
+    return "input" if attribute == "speaker" else "griffin-lim"
+
+
 def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-",
-                   chunk_ms: float = 100.0, rate: int = 16000, window_ms: float | None = None,
-                   phase: str = "input", seconds: float | None = None,
+                   chunk_ms: float | None = None, rate: int = 16000,
+                   window_ms: float | None = None, phase: str | None = None,
+                   seconds: float | None = None,
                    stdin: BinaryIO | None = None, stdout: BinaryIO | None = None,
                    log: Callable[[str], None] | None = None) -> StreamReport:
     """``optin stream``: obfuscate a file, raw PCM on stdin (``-``) or the microphone
@@ -232,8 +262,9 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
         raise ConfigError(f"--rate must be > 0, got {rate}")
     if source not in ("-", "mic") and output != "-":
         refuse_overwrite([Path(source)], [Path(output)], option="--output")
-    streamer = StreamingObfuscator(Obfuscator.load(model), chunk_ms=chunk_ms,
-                                   window_ms=window_ms, phase=phase)  # type: ignore[arg-type]
+    obfuscator = Obfuscator.load(model)
+    streamer = open_stream(obfuscator, chunk_ms=chunk_ms, window_ms=window_ms,
+                           phase=phase or default_phase(obfuscator))  # type: ignore[arg-type]
     feature_rate = streamer.features.sample_rate
     log(f"stream: {streamer.describe()}")
     live = source == "mic"
@@ -260,4 +291,5 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
         log(f"wrote {output}")
     log(f"stream: {report.seconds_in:.2f} s in, {report.seconds_out:.2f} s out, "
         f"{report.wall_seconds:.2f} s wall (real-time factor {report.real_time_factor:.2f})")
+    log(f"stream: {report.latency_line()}")
     return report

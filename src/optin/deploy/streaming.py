@@ -163,26 +163,12 @@ class StreamingObfuscator:
         phase: PhaseMode = "input",
         griffin_lim_iters: int = 16,
     ) -> None:
-        self.obfuscator = obfuscator
-        cfg = obfuscator.features
-        self.features = cfg
-        self.hop = cfg.hop_length
-        self.hop_ms = 1000.0 * cfg.hop_length / cfg.sample_rate
-        if cfg.n_fft != cfg.win_length or cfg.n_fft != 2 * cfg.hop_length:
-            raise ConfigError("streaming needs n_fft == win_length == 2 * hop_length, got "
-                              f"{cfg.n_fft}, {cfg.win_length}, {cfg.hop_length}")
-        if chunk_ms <= 0:
-            raise ConfigError(f"chunk_ms must be > 0, got {chunk_ms}")
-        if phase not in ("input", "griffin-lim"):
-            raise ConfigError(f"phase must be 'input' or 'griffin-lim', got {phase!r}")
-        if griffin_lim_iters < 1:
-            raise ConfigError(f"griffin_lim_iters must be >= 1, got {griffin_lim_iters}")
+        self._setup(obfuscator, chunk_ms, phase, griffin_lim_iters)
+        cfg = self.features
         if (mean is None) != (std is None):
             raise ConfigError("give both mean and std, or neither")
         if std is not None and std <= 0:
             raise ConfigError(f"std must be > 0, got {std}")
-        self.phase: PhaseMode = phase
-        self.griffin_lim_iters = griffin_lim_iters
         self.receptive_field: ReceptiveField = receptive_field(obfuscator.network)
         rf = self.receptive_field
         q = DOWNSAMPLE_FACTOR
@@ -203,9 +189,29 @@ class StreamingObfuscator:
         if not cfg.normalize:
             mean, std = 0.0, 1.0
         self.fixed_stats = None if mean is None else (float(mean), float(std))
+        self.reset()
+
+    def _setup(self, obfuscator: Obfuscator, chunk_ms: float, phase: PhaseMode,
+               griffin_lim_iters: int) -> None:
+        """What every stream checks and keeps: the front-end, the phase rule, the window."""
+        self.obfuscator = obfuscator
+        cfg = obfuscator.features
+        self.features = cfg
+        self.hop = cfg.hop_length
+        self.hop_ms = 1000.0 * cfg.hop_length / cfg.sample_rate
+        if cfg.n_fft != cfg.win_length or cfg.n_fft != 2 * cfg.hop_length:
+            raise ConfigError("streaming needs n_fft == win_length == 2 * hop_length, got "
+                              f"{cfg.n_fft}, {cfg.win_length}, {cfg.hop_length}")
+        if chunk_ms <= 0:
+            raise ConfigError(f"chunk_ms must be > 0, got {chunk_ms}")
+        if phase not in ("input", "griffin-lim"):
+            raise ConfigError(f"phase must be 'input' or 'griffin-lim', got {phase!r}")
+        if griffin_lim_iters < 1:
+            raise ConfigError(f"griffin_lim_iters must be >= 1, got {griffin_lim_iters}")
+        self.phase: PhaseMode = phase
+        self.griffin_lim_iters = griffin_lim_iters
         self._window = make_window(cfg)  # (n_fft,)
         self._envelope = (self._window**2).numpy().astype(np.float64)
-        self.reset()
 
     # ------------------------------------------------------------------ description
     @property
@@ -292,6 +298,16 @@ class StreamingObfuscator:
     # ------------------------------------------------------------------ streaming
     def push(self, samples: np.ndarray) -> StreamOutput:
         """Feed (n,) float samples at the feature rate; return what became final."""
+        self._receive(samples)
+        return self._collect(self._run_ready(), final_samples=None)
+
+    def flush(self) -> StreamOutput:
+        """End the stream: run the remaining blocks and return the rest of the audio."""
+        self._end_input()
+        return self._collect(self._run_rest(), final_samples=self._n_in)
+
+    def _receive(self, samples: np.ndarray) -> None:
+        """Check (n,) float samples and compute every STFT frame they complete."""
         if self._closed:
             raise StreamError("the stream was flushed; call reset() to start another")
         x = np.asarray(samples)
@@ -304,13 +320,9 @@ class StreamingObfuscator:
             raise StreamError("samples contain NaN or infinity")
         self._append(x)
         self._compute_frames()
-        out = []
-        while self._next_block + self.chunk_frames + self.lookahead_frames <= self._frames:
-            out.append(self._run(self.block(self._next_block)))
-        return self._collect(out, final_samples=None)
 
-    def flush(self) -> StreamOutput:
-        """End the stream: run the remaining blocks and return the rest of the audio."""
+    def _end_input(self) -> None:
+        """Close the input: reflect-pad its end and compute the last STFT frames."""
         if self._closed:
             raise StreamError("the stream was already flushed")
         half = self.features.n_fft // 2
@@ -321,11 +333,21 @@ class StreamingObfuscator:
         # reflect padding at the end: x[N-2], x[N-3], ..., x[N-1-half]
         self._extend_padded(self._tail[-half - 1:-1][::-1].copy())
         self._compute_frames()
+
+    def _run_ready(self) -> list[tuple[Block, Tensor, float, float]]:
+        """Run every block whose lookahead has arrived."""
+        out = []
+        while self._next_block + self.chunk_frames + self.lookahead_frames <= self._frames:
+            out.append(self._run(self.block(self._next_block)))
+        return out
+
+    def _run_rest(self) -> list[tuple[Block, Tensor, float, float]]:
+        """Run the blocks left once the input has ended."""
         total = self._frames
         out = []
         while self._next_block < total:
             out.append(self._run(self.block(self._next_block, total)))
-        return self._collect(out, final_samples=self._n_in)
+        return out
 
     def process(self, wave: np.ndarray, piece: int | None = None) -> StreamOutput:
         """Stream a whole (N,) waveform in pieces of ``piece`` samples (default: one chunk)

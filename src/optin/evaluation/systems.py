@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,12 @@ def fit_opt_in(ctx: SystemContext) -> FittedSystem:
                          "model_dir": str(out)})
 
 
+def fit_opt_in_streaming(ctx: SystemContext) -> FittedSystem:
+    """The opt-in obfuscator with the streaming-native (causal) architecture, trained with the
+    same loop, losses and ``obfuscator:`` settings as ``opt-in``."""
+    return fit_opt_in(replace(ctx, options={**ctx.options, "obfuscator_arch": "causal"}))
+
+
 def fit_mcadams(ctx: SystemContext) -> FittedSystem:
     """McAdams anonymization (VoicePrivacy B2): a protected audio copy of the whole corpus.
 
@@ -117,6 +123,8 @@ class System:
 
 SYSTEMS: dict[str, System] = {
     "opt-in": System("opt-in obfuscator", "spectrogram", "obfuscator", fit_opt_in),
+    "opt-in-streaming": System("opt-in, streaming (causal)", "spectrogram", "obfuscator",
+                               fit_opt_in_streaming),
     "mcadams": System("McAdams (VPC B2)", "spectrogram", "mcadams", fit_mcadams),
     "adr": System("ADR (opt-out)", "x-vector", "adr"),
 }

@@ -25,11 +25,21 @@ from optin.audio.features import (
     to_waveform,
 )
 from optin.audio.io import load_audio
-from optin.checkpoint import CheckpointError, load_model
+from optin.checkpoint import CheckpointError, load_model, read_config
+from optin.models.causal_obfuscator import CausalObfuscator
 from optin.models.cyclegan_vc2 import Generator
 
 OBFUSCATOR_KIND = "cyclegan-vc2-obfuscator"
+CAUSAL_OBFUSCATOR_KIND = "causal-obfuscator"
 DEOBFUSCATOR_KIND = "cyclegan-vc2-deobfuscator"
+
+# An obfuscator network: the paper's (offline) or the streaming-native one.
+ObfuscatorNetwork = Generator | CausalObfuscator
+
+
+def obfuscator_kind(network: ObfuscatorNetwork) -> str:
+    """The checkpoint ``kind`` of an obfuscator network."""
+    return CAUSAL_OBFUSCATOR_KIND if isinstance(network, CausalObfuscator) else OBFUSCATOR_KIND
 
 
 def resolve_model_dir(directory: str | os.PathLike, part: str = "obfuscator") -> Path:
@@ -43,12 +53,18 @@ def resolve_model_dir(directory: str | os.PathLike, part: str = "obfuscator") ->
 class Obfuscator:
     """A trained obfuscator F_sigma with the feature settings it was trained on."""
 
-    def __init__(self, network: Generator, features: FeatureConfig,
+    def __init__(self, network: ObfuscatorNetwork, features: FeatureConfig,
                  config: dict[str, Any] | None = None) -> None:
         self.network = network.eval()
         self.features = features
         self.config = config or {}
         self.frontend = SpectrogramFrontEnd(features)
+
+    @property
+    def streaming_native(self) -> bool:
+        """Whether the network is causal (:class:`CausalObfuscator`): a stream computes each
+        frame once and equals offline obfuscation."""
+        return isinstance(self.network, CausalObfuscator)
 
     @property
     def device(self) -> torch.device:
@@ -59,7 +75,9 @@ class Obfuscator:
              device: str | torch.device = "cpu") -> Obfuscator:
         """Load from a training run folder or its ``obfuscator/`` checkpoint folder."""
         path = resolve_model_dir(directory)
-        loaded = load_model(path, OBFUSCATOR_KIND, features=features, device=device)
+        kind = read_config(path).get("kind")
+        kind = CAUSAL_OBFUSCATOR_KIND if kind == CAUSAL_OBFUSCATOR_KIND else OBFUSCATOR_KIND
+        loaded = load_model(path, kind, features=features, device=device)
         if loaded.features is None:
             raise CheckpointError(f"{path / 'config.json'}: bad or missing field ('features')")
         return cls(loaded.module, loaded.features, loaded.config)

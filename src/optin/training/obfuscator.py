@@ -54,10 +54,16 @@ from optin.checkpoint import (
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.errors import ConfigError
+from optin.models.causal_obfuscator import CausalObfuscator, CausalObfuscatorConfig
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.adversary import Deobfuscator
 from optin.privacy.contraction import ClassTemplates
-from optin.privacy.obfuscator import DEOBFUSCATOR_KIND, OBFUSCATOR_KIND, Obfuscator
+from optin.privacy.obfuscator import (
+    DEOBFUSCATOR_KIND,
+    Obfuscator,
+    ObfuscatorNetwork,
+    obfuscator_kind,
+)
 from optin.training.classifier import Classifier, evaluate_classifier
 from optin.training.data import (
     BalancedSampler,
@@ -96,6 +102,16 @@ def _log(message: str, env: DistEnv) -> None:
 def _generator(width: int, blocks: int, n_freq: int, **options: Any) -> Generator:
     return Generator(GeneratorConfig(n_freq=n_freq, base_width=width, residual_blocks=blocks,
                                      **options))
+
+
+def obfuscator_network(config: ObfuscatorTrainConfig, n_freq: int) -> ObfuscatorNetwork:
+    """The untrained obfuscator a run starts from: the paper's generator or the causal one."""
+    if config.obfuscator_arch == "causal":
+        return CausalObfuscator(CausalObfuscatorConfig(
+            n_freq=n_freq, hidden=config.causal_hidden, blocks=config.causal_blocks,
+            lookahead=config.lookahead, residual=config.obfuscator_residual))
+    return _generator(config.obfuscator_width, config.obfuscator_blocks, n_freq,
+                      residual=config.obfuscator_residual)
 
 
 def target_fingerprint(target_dir: Path) -> dict[str, Any]:
@@ -193,8 +209,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     train_store = FeatureStore(train, cache, progress=False)
     valid_store = FeatureStore(valid, cache, progress=False)
 
-    obf_net = _generator(config.obfuscator_width, config.obfuscator_blocks, features.n_freq,
-                         residual=config.obfuscator_residual).to(device)
+    obf_net = obfuscator_network(config, features.n_freq).to(device)
     deobf_net = _generator(config.deobfuscator_width, config.deobfuscator_blocks,
                            features.n_freq).to(device)
     if config.privacy_layer > deobf_net.num_stages:
@@ -328,7 +343,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
                                 "hard_targets": config.hard_targets},
                     "provenance": provenance, "metrics": {"valid": val, "epoch": epoch + 1}}
             save_checkpoint(out_dir / "obfuscator", obf_net.state_dict(), {
-                "kind": OBFUSCATOR_KIND, "architecture": obf_net.config.to_dict(),
+                "kind": obfuscator_kind(obf_net), "architecture": obf_net.config.to_dict(),
                 "parameters": obf_net.num_parameters(), **base})
             save_checkpoint(out_dir / "deobfuscator", deobf_net.state_dict(), {
                 "kind": DEOBFUSCATOR_KIND, "architecture": deobf_net.config.to_dict(),

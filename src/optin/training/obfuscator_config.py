@@ -31,6 +31,10 @@ class ObfuscatorTrainConfig(RunSettings):
     obfuscator_width: int = 16
     obfuscator_blocks: int = 3
     obfuscator_residual: bool = False
+    obfuscator_arch: Literal["cyclegan-vc2", "causal"] = "cyclegan-vc2"
+    causal_hidden: int = 128
+    causal_blocks: int = 4
+    lookahead: int = 2
     privacy_warmup: float = 0.0  # epochs over which lambda_p ramps linearly from 0
     contraction: float = 0.0  # weight of L_c (within-class contraction) relative to L_p
     template_momentum: float = 0.99
@@ -61,6 +65,11 @@ class ObfuscatorTrainConfig(RunSettings):
         "deobfuscator_blocks": "residual blocks (paper: 6)",
         "obfuscator_residual": "x + G(x), starting as the identity (real speech: with "
                                "--optimizer adam --lr 1e-3 --privacy-warmup 2)",
+        "obfuscator_arch": "cyclegan-vc2 (the paper's, offline) or causal (streaming-native: "
+                           "each frame computed once, a stream equals offline)",
+        "causal_hidden": "channels of the causal obfuscator (default 128)",
+        "causal_blocks": "residual blocks of the causal obfuscator (default 4)",
+        "lookahead": "frames ahead the causal obfuscator reads (default 2: 20 ms)",
         "privacy_warmup": "epochs over which lambda_p ramps in from 0 (default 0)",
         "contraction": "weight of the within-class contraction L_c, times lambda_p (default 0)",
         "template_momentum": "EMA momentum of L_c's class templates (default 0.99)",
@@ -75,7 +84,8 @@ class ObfuscatorTrainConfig(RunSettings):
         "draws_per_epoch": at_least(1), "lr": above(0), "momentum": between(0, 1),
         "lambda_t": at_least(0), "lambda_p": at_least(0), "privacy_layer": at_least(1),
         "deobfuscator_steps": at_least(1), "obfuscator_width": at_least(1),
-        "obfuscator_blocks": at_least(0), "deobfuscator_width": at_least(1),
+        "obfuscator_blocks": at_least(0), "causal_hidden": at_least(1),
+        "causal_blocks": at_least(0), "lookahead": at_least(0), "deobfuscator_width": at_least(1),
         "deobfuscator_blocks": at_least(0), "grad_clip": above(0),
         "min_agreement": between(0, 1), "window": at_least(1), "tolerance": above(0),
         "seed": at_least(0), "workers": at_least(0), "checkpoint_every": at_least(1),

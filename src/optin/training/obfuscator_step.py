@@ -12,11 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from optin.audio.segments import segment
-from optin.models.cyclegan_vc2 import Generator
 from optin.models.deepspeech2 import vote
 from optin.privacy.adversary import Deobfuscator
 from optin.privacy.contraction import ClassTemplates
 from optin.privacy.losses import agreement, obfuscator_objective, target_loss
+from optin.privacy.obfuscator import ObfuscatorNetwork
 from optin.training.classifier import Classifier
 from optin.training.data import (
     FeatureStore,
@@ -48,7 +48,7 @@ def freeze_target(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def validate(obfuscator: Generator, deobfuscator: Deobfuscator, target: Classifier,
+def validate(obfuscator: ObfuscatorNetwork, deobfuscator: Deobfuscator, target: Classifier,
              store: FeatureStore, env: DistEnv, device: torch.device,
              hard_targets: bool = False,
              templates: ClassTemplates | None = None) -> dict[str, float]:
