@@ -278,11 +278,20 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
+    if args.streaming:
+        from optin.deploy.stream_bench import bench_streaming, format_stream_bench
+
+        result = bench_streaming(args.model, backend=args.backend or "all",
+                                 threads=args.threads or 1, seconds=args.seconds or 10.0,
+                                 chunk_ms=args.chunk_ms, repeats=args.repeats or 5,
+                                 calibration=args.calibration)
+        print(json.dumps(result) if args.json else format_stream_bench(result))
+        return 0
     from optin.deploy.bench import bench, format_bench
 
-    result = bench(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                   batch=args.batch, seconds=args.seconds, repeats=args.repeats,
-                   warmup=args.warmup, calibration=args.calibration)
+    result = bench(args.model, backend=args.backend or "torch", device=args.device,
+                   threads=args.threads, batch=args.batch, seconds=args.seconds or 1.0,
+                   repeats=args.repeats or 20, warmup=args.warmup, calibration=args.calibration)
     print(json.dumps(result) if args.json else format_bench(result))
     return 0
 
@@ -561,15 +570,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path,
                    help="obfuscator run or checkpoint (default: untrained, paper size)")
     p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8", "all"],
-                   default="torch", help="'all' compares them and reports the fastest")
+                   help="'all' compares them and reports the fastest (default torch; "
+                        "with --streaming all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=COUNT, help="intra-op threads (default: all cores)")
     p.add_argument("--batch", type=COUNT, default=1, help="waveforms per call (throughput)")
-    p.add_argument("--seconds", type=POSITIVE, default=1.0, help="length of each waveform")
-    p.add_argument("--repeats", type=COUNT, default=20)
+    p.add_argument("--seconds", type=POSITIVE,
+                   help="length of each waveform (default 1; with --streaming 10)")
+    p.add_argument("--repeats", type=COUNT, help="timed calls (default 20; --streaming 5)")
     p.add_argument("--warmup", type=NON_NEGATIVE, default=3)
     p.add_argument("--calibration", type=Path, help="manifest for onnx-int8 calibration")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--streaming", action="store_true",
+                   help="time a stream chunk by chunk (compute per second of audio, push "
+                        "latency; default 10 s of audio, 1 thread, 5 repeats)")
+    p.add_argument("--chunk-ms", type=POSITIVE, help="with --streaming: the chunk (default: "
+                   "10 for a causal obfuscator, 100 for the paper's)")
 
     p = add(sub, "demo", _demo, "run the main job end to end on the built-in corpus")
     p.add_argument("--out", type=Path, default=Path("optin-demo"), help="output folder")

@@ -57,16 +57,18 @@ CALIBRATION_MAX_FRAMES = 400
 class FeatureCalibrationReader(CalibrationDataReader):
     """Feeds calibration arrays ``(1, F, T)`` to ONNX Runtime's calibrator, one per call."""
 
-    def __init__(self, inputs: Sequence[np.ndarray], input_name: str = "features") -> None:
-        self.inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
-        self.input_name = input_name
+    def __init__(self, inputs: Sequence[np.ndarray] | Sequence[dict[str, np.ndarray]],
+                 input_name: str = "features") -> None:
+        # an array feeds ``input_name``; a dict (a graph of several inputs) is fed as it is
+        self.inputs = [x if isinstance(x, dict) else
+                       {input_name: np.ascontiguousarray(x, dtype=np.float32)} for x in inputs]
         self.position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.position >= len(self.inputs):
             return None
         self.position += 1
-        return {self.input_name: self.inputs[self.position - 1]}
+        return self.inputs[self.position - 1]
 
     def rewind(self) -> None:
         self.position = 0
@@ -140,7 +142,8 @@ def spatial_convs(model: onnx.ModelProto) -> list[str]:
     return chosen
 
 
-def quantize_features_model(model: onnx.ModelProto, inputs: Sequence[np.ndarray],
+def quantize_features_model(model: onnx.ModelProto,
+                            inputs: Sequence[np.ndarray] | Sequence[dict[str, np.ndarray]],
                             layers: str = "spatial") -> onnx.ModelProto:
     """Static int8 (QDQ) version of a float32 features graph, calibrated on ``inputs``;
     ``layers`` picks the convolutions (see the module docstring)."""

@@ -115,9 +115,21 @@ class CausalConv1d(nn.Conv1d):
 
     def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``(N, C_in, n)`` new frames and ``(N, C_in, context)`` past ones -> ``(N, C_out, n)``
-        outputs and the new state."""
+        outputs and the new state (a convolution: the ONNX graph's Conv nodes)."""
         full = torch.cat([state, x], dim=2)  # (N, C_in, context + n)
         return super().forward(full), full[:, :, full.shape[2] - self.context:]
+
+    def step_last(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`step` with channel-last frames ``(N, n, C_in)`` -> ``(N, n, C_out)``, as
+        one matrix product over the gathered taps: on a CPU 20-50x faster than a convolution
+        call for a frame or two; the same numbers to float rounding. The state keeps its
+        ``(N, C_in, context)`` layout."""
+        full = torch.cat([state.transpose(1, 2), x], dim=1)  # (N, context + n, C_in)
+        k, d = self.kernel_size[0], self.dilation[0]
+        taps = full.unfold(1, self.context + 1, 1)[..., ::d]  # (N, n, C_in, k)
+        cols = taps.reshape(taps.shape[0], taps.shape[1], -1)  # (N, n, C_in * k)
+        out = nnf.linear(cols, self.weight.reshape(self.out_channels, -1), self.bias)
+        return out, full[:, full.shape[1] - self.context:].transpose(1, 2)
 
 
 class CausalBlock(nn.Module):
@@ -140,6 +152,16 @@ class CausalBlock(nn.Module):
     def step(self, h: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         ag, state = self.conv.step(h, state)
         return self._finish(h, ag), state
+
+    def step_last(self, h: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`step` on channel-last frames ``(N, n, H)``."""
+        ag, state = self.conv.step_last(h, state)
+        a, g = ag.chunk(2, dim=2)
+        norm = self.norm
+        u = nnf.layer_norm(a * g.sigmoid(), (a.shape[2],), norm.weight[:, 0], norm.bias[:, 0],
+                           NORM_EPS)
+        out = nnf.linear(u, self.out.weight[:, :, 0], self.out.bias)
+        return h + out, state
 
 
 @dataclass
@@ -226,6 +248,33 @@ class CausalObfuscator(nn.Module):
             h = block(h)
         return self.head(h)
 
+    def _core_step(self, z: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`_core` on new frames ``(N, F, n)`` with the convolutions' states."""
+        convs = []
+        h, s = self.input.step(z, states[0])
+        convs.append(s)
+        h = self.input_norm(h)
+        h = h * h.sigmoid()
+        for block, s in zip(self.blocks, states[1:], strict=True):
+            h, s = block.step(h, s)
+            convs.append(s)
+        return self.head(h), convs
+
+    def _core_step_last(self, z: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`_core_step` computed channel-last with matrix products (the CPU's fast
+        path for a few frames at a time)."""
+        convs = []
+        h, s = self.input.step_last(z.transpose(1, 2), states[0])  # (N, n, H)
+        convs.append(s)
+        norm = self.input_norm
+        h = nnf.silu(nnf.layer_norm(h, (h.shape[2],), norm.weight[:, 0], norm.bias[:, 0],
+                                    NORM_EPS))
+        for block, s in zip(self.blocks, states[1:], strict=True):
+            h, s = block.step_last(h, s)
+            convs.append(s)
+        head = nnf.linear(h, self.head.weight[:, :, 0], self.head.bias)  # (N, n, F)
+        return head.transpose(1, 2), convs
+
     def _combine(self, z: Tensor, head: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
         out = z + head if self.config.residual else head
         return (mu[:, None, :] + sigma[:, None, :] * out.double()).to(z.dtype)
@@ -252,8 +301,8 @@ class CausalObfuscator(nn.Module):
             mu=torch.zeros(batch, cfg.lookahead, dtype=torch.float64, device=device),
             sigma=torch.zeros(batch, cfg.lookahead, dtype=torch.float64, device=device))
 
-    def step(self, x: Tensor, state: StreamState, valid: Tensor | None = None
-             ) -> tuple[Tensor, StreamState]:
+    def step(self, x: Tensor, state: StreamState, valid: Tensor | None = None,
+             matmul: bool = True) -> tuple[Tensor, StreamState]:
         """Run ``n`` new frames of a stream.
 
         Args:
@@ -263,6 +312,8 @@ class CausalObfuscator(nn.Module):
         Returns:
             (N, F, n) outputs for the frames ``lookahead`` before the new ones (the first
             ``lookahead`` outputs of a stream belong to no frame: drop them), and the state.
+            ``matmul``: channel-last matrix products (:meth:`CausalConv1d.step_last`, the
+            CPU's fast path); False: the convolutions, as the ONNX step graph runs them.
         """
         if x.shape[2] == 0:  # nothing new (e.g. flushing a stream with no look-ahead)
             return x, state
@@ -270,15 +321,10 @@ class CausalObfuscator(nn.Module):
             valid = x.new_ones(x.shape[0], x.shape[2])
         mu, sigma, moments = cumulative_moments(x, valid, state.moments)
         z = ((x.double() - mu[:, None, :]) / sigma[:, None, :]).to(x.dtype) * valid[:, None, :]
-        convs = []
-        h, s = self.input.step(z, state.convs[0])
-        convs.append(s)
-        h = self.input_norm(h)
-        h = h * h.sigmoid()
-        for block, s in zip(self.blocks, state.convs[1:], strict=True):
-            h, s = block.step(h, s)
-            convs.append(s)
-        head = self.head(h)  # (N, F, n): belongs to frames t - lookahead
+        if matmul:
+            head, convs = self._core_step_last(z, state.convs)
+        else:
+            head, convs = self._core_step(z, state.convs)  # (N, F, n): frames t - lookahead
         la = self.lookahead
         z_all = torch.cat([state.z, z], dim=2)
         mu_all = torch.cat([state.mu, mu], dim=1)
