@@ -125,7 +125,7 @@ class CausalConv1d(nn.Conv1d):
         call for a frame or two; the same numbers to float rounding. The state keeps its
         ``(N, C_in, context)`` layout."""
         full = torch.cat([state.transpose(1, 2), x], dim=1)  # (N, context + n, C_in)
-        k, d = self.kernel_size[0], self.dilation[0]
+        d = self.dilation[0]
         taps = full.unfold(1, self.context + 1, 1)[..., ::d]  # (N, n, C_in, k)
         cols = taps.reshape(taps.shape[0], taps.shape[1], -1)  # (N, n, C_in * k)
         out = nnf.linear(cols, self.weight.reshape(self.out_channels, -1), self.bias)
