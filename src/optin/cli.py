@@ -250,6 +250,15 @@ def _export(args: argparse.Namespace) -> int:
     if (args.check_target is None) != (args.manifest is None):
         raise ConfigError("--check-target and --manifest go together")
     prepare_out_file(args.out)
+    if args.streaming:
+        from optin.deploy.stream_graph import export_streaming
+
+        meta = export_streaming(args.model, args.out, int8=args.int8,
+                                calibration=args.calibration)
+        print(json.dumps({"export": meta}) if args.json else
+              f"wrote {args.out}: {meta['graph']} graph, {meta['quantization']}; inputs "
+              f"{meta['input']}; look-ahead {meta['lookahead']} frames")
+        return 0
     report = export_onnx(args.model, args.out, int8=args.int8, calibration=args.calibration,
                          include_frontend=not args.features_only, int8_layers=args.int8_layers)
     result: dict = {"export": report.to_dict()}
@@ -555,6 +564,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path,
                    help="manifest whose train rows calibrate int8 (default: the obfuscator's "
                         "training manifest)")
+    p.add_argument("--streaming", action="store_true",
+                   help="a causal obfuscator's stream step: one chunk + the state in, the "
+                        "obfuscated frames + the new state out")
     p.add_argument("--features-only", action="store_true",
                    help="graph from normalised features (B, 161, T) instead of the waveform")
     p.add_argument("--check-target", type=Path, metavar="TARGET",

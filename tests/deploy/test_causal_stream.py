@@ -107,3 +107,80 @@ def test_cli_streams_a_causal_checkpoint(tmp_path, capsys):
     # speaker identity is permitted: the default phase is the input's
     expected = open_stream(loaded, phase="input").process(load_audio(tmp_path / "in.wav"))
     np.testing.assert_allclose(audio, np.clip(expected.audio, -1, 1), atol=2 / 32768)
+
+
+# --- ONNX step graph --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A causal obfuscator and its step graph, float32 and int8 (calibrated on tones)."""
+    from optin.deploy.stream_graph import export_streaming
+
+    tmp = tmp_path_factory.mktemp("step")
+    obfuscator = causal_obfuscator(2, seed=3)
+    calibration = [obfuscator.spectrogram(voiced(1.5, f0=f0, seed=i)).features[None].numpy()
+                   for i, f0 in enumerate((110.0, 180.0, 240.0))]
+    export_streaming(obfuscator, tmp / "f32.onnx")
+    export_streaming(obfuscator, tmp / "int8.onnx", int8=True, calibration=calibration)
+    return obfuscator, tmp
+
+
+def test_onnx_step_graph_streams_like_pytorch_chunk_by_chunk(exported):
+    from optin.deploy.export import read_metadata
+    from optin.deploy.stream_graph import OnnxStepper
+
+    obfuscator, tmp = exported
+    meta = read_metadata(tmp / "f32.onnx")
+    assert meta["graph"] == "stream-step" and meta["lookahead"] == "2"
+    wave = voiced(1.7, f0=150.0, seed=9)
+    for chunk_ms, piece in ((10, 160), (30, 997)):
+        torch_out = open_stream(obfuscator, chunk_ms=chunk_ms).process(wave, piece=piece)
+        onnx_stream = CausalStreamingObfuscator(obfuscator, chunk_ms,
+                                                stepper=OnnxStepper.load(tmp / "f32.onnx", 1))
+        onnx_out = onnx_stream.process(wave, piece=piece)
+        np.testing.assert_allclose(onnx_out.features, torch_out.features, atol=1e-4)
+        np.testing.assert_allclose(onnx_out.audio, torch_out.audio, atol=1e-4)
+    int8 = CausalStreamingObfuscator(obfuscator, 10,
+                                     stepper=OnnxStepper.load(tmp / "int8.onnx", 1))
+    int8_out = int8.process(wave, piece=160)
+    reference = open_stream(obfuscator).process(wave, piece=160).features
+    error = np.sqrt(np.mean((int8_out.features - reference) ** 2) / np.mean(reference**2))
+    assert read_metadata(tmp / "int8.onnx")["quantization"].startswith("int8")
+    assert error < 0.2, error  # quantized, not broken
+
+
+def test_onnx_stepper_refuses_other_graphs(tmp_path, exported):
+    from optin.deploy.runtime import OnnxModelError
+    from optin.deploy.stream_graph import OnnxStepper
+
+    with pytest.raises(OnnxModelError, match="no such ONNX file"):
+        OnnxStepper.load(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(OnnxModelError, match="cannot load"):
+        OnnxStepper.load(tmp_path / "junk.onnx")
+
+
+def test_cli_exports_and_benches_the_stream(tmp_path, capsys):
+    obfuscator = causal_obfuscator()
+    net = obfuscator.network
+    save_checkpoint(tmp_path / "run" / "obfuscator", net.state_dict(), {
+        "kind": CAUSAL_OBFUSCATOR_KIND, "architecture": net.config.to_dict(),
+        "features": FeatureConfig().to_dict()})
+    run = str(tmp_path / "run")
+    assert main(["export", "--model", run, "--out", str(tmp_path / "s.onnx"),
+                 "--streaming"]) == 0
+    assert "stream-step graph" in capsys.readouterr().out
+    # the offline graphs are for the paper's network: a clear refusal
+    assert main(["export", "--model", run, "--out", str(tmp_path / "o.onnx")]) == 2
+    assert "--streaming" in capsys.readouterr().err
+    # (the ONNX steppers are timed the same way; exporting them costs ~15 s each)
+    assert main(["bench", "--model", run, "--streaming", "--seconds", "0.5", "--repeats", "1",
+                 "--backend", "torch", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["backends"]) == {"torch"} and result["streaming_native"]
+    for numbers in result["backends"].values():
+        assert numbers["ms_per_audio_second"] > 0
+        assert numbers["algorithmic_latency_ms"] == pytest.approx(39.9375)

@@ -239,6 +239,9 @@ def bench(
         obfuscator, name = model, "given Obfuscator"
     else:
         obfuscator, name = Obfuscator.load(model), str(model)
+    if obfuscator.streaming_native:
+        raise ConfigError("this is a causal obfuscator: time it with --streaming "
+                          "(optin.deploy.stream_bench.bench_streaming)")
     cfg = obfuscator.features
     audio = batch * seconds
     if round(seconds * cfg.sample_rate) <= cfg.n_fft // 2:

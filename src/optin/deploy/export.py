@@ -268,6 +268,11 @@ def export_onnx(
         check: run the file in ONNX Runtime and compare with PyTorch (``report.parity``).
     """
     obfuscator, source = resolve_obfuscator(model)
+    if obfuscator.streaming_native:
+        raise ConfigError("this is a causal obfuscator: export it with --streaming "
+                          "(export_streaming); its step graph run once on a whole utterance "
+                          "from a zero state, then once on the look-ahead's padding, is "
+                          "offline obfuscation")
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".onnx":
         raise ConfigError(f"{out_path}: the output file should end in .onnx")
