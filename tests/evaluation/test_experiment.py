@@ -240,3 +240,30 @@ def test_data_options_are_checked_against_the_function_they_configure(tmp_path):
         path.write_text(f"name: x\ndata: {data}\npermitted: speaker\nattacked: [gender]\n")
         with pytest.raises(ExperimentError, match=rf"exp\.yaml: {message}"):
             ExperimentConfig.read(path)
+
+
+@pytest.mark.slow
+def test_streaming_system_beside_the_paper_obfuscator(tmp_path):
+    """``opt-in-streaming`` trains the causal obfuscator with the same settings and is
+    evaluated, attacked and reported like ``opt-in``."""
+    from optin.checkpoint import read_config
+
+    config = ExperimentConfig.from_dict({
+        "name": "tiny-streaming", "title": "tiny", "figure": "4", "corpus": "builtin",
+        "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
+        "protocol": "manifest", "permitted": "speaker", "attacked": ["gender"],
+        "systems": ["opt-in", "opt-in-streaming"], "preset": "quick", "seeds": [0],
+        "verification": False, "classifier": TINY_CLASSIFIER,
+        "obfuscator": {**TINY_OBFUSCATOR, "causal_hidden": 16, "causal_blocks": 1},
+        "attackers": {"epochs": 2, "patience": 1}})
+    run_experiment(config, tmp_path, progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    (stored,) = results["experiments"]
+    assert set(stored["systems"]) == {"opt-in", "opt-in-streaming"}
+    kinds = {name: read_config(Path(system["models"][0]) / "obfuscator")["kind"]
+             for name, system in stored["systems"].items()}
+    assert kinds == {"opt-in": "cyclegan-vc2-obfuscator",
+                     "opt-in-streaming": "causal-obfuscator"}
+    for system in stored["systems"].values():
+        assert 0.0 <= system["attacks"]["gender"]["informed"]["mean"] <= 1.0
+    assert "streaming (causal)" in (tmp_path / "report.md").read_text()
