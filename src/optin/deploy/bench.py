@@ -174,7 +174,7 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
             "peak RSS of the whole process (ru_maxrss), libraries included")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -312,7 +312,7 @@ def bench(
         "memory_measure": measure,
         "paper_table1": [{"device": d, "ms_per_audio_second": v, "ratio": v / ms}
                          for d, v in PAPER_TABLE1],
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "torch_version": torch.__version__,
     }
     if described is not None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from optin.audio.features import FeatureConfig
-from optin.deploy.bench import _cpu_name, torch_threads
+from optin.deploy.bench import cpu_name, torch_threads
 from optin.deploy.causal_stream import CausalStreamingObfuscator, Stepper, open_stream
 from optin.deploy.export import probe_input
 from optin.deploy.stream_graph import OnnxStepper, export_streaming
@@ -124,7 +124,7 @@ def bench_streaming(model: str | os.PathLike | Obfuscator | None = None, *,
     return {"model": name, "streaming_native": obfuscator.streaming_native,
             "stream": described,
             "threads": threads, "seconds": audio, "repeats": repeats,
-            "cpu": _cpu_name(), "machine": platform.machine(), "torch": torch.__version__,
+            "cpu": cpu_name(), "machine": platform.machine(), "torch": torch.__version__,
             "backends": results}
 
 

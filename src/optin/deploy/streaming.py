@@ -44,7 +44,9 @@ needs the next frame), ``(chunk + lookahead + 1) * hop - 1`` samples; 690 ms for
 obfuscator with 100 ms chunks (rounded up to 120 ms = 12 frames, a multiple of 4).
 
 Sources and sinks for ``optin stream`` (files, raw PCM pipes, a microphone) are
-:mod:`optin.deploy.stream_io`.
+:mod:`optin.deploy.stream_io`. A network built for streaming (causal, each frame computed once,
+a stream equal to offline obfuscation, 40 ms latency) streams with
+:mod:`optin.deploy.causal_stream`, which reuses this class's front-end and audio out.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Networks as plain ``nn.Module`` files: each holds its module and its config dataclass."""
 
+from optin.models.causal_obfuscator import CausalObfuscator, CausalObfuscatorConfig
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.models.deepspeech2 import (
     BatchRNN,
@@ -15,6 +16,8 @@ from optin.models.deepspeech2 import (
 
 __all__ = [
     "BatchRNN",
+    "CausalObfuscator",
+    "CausalObfuscatorConfig",
     "DeepSpeech2Classifier",
     "DeepSpeech2Config",
     "Generator",
