@@ -94,9 +94,11 @@ class FrameNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C, T)`` -> ``(N, C, T)``."""
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + NORM_EPS) * self.weight + self.bias
+        return self.last(x.transpose(1, 2)).transpose(1, 2)
+
+    def last(self, x: Tensor) -> Tensor:
+        """The same on channel-last frames ``(N, T, C)`` (one LayerNorm)."""
+        return nnf.layer_norm(x, (x.shape[-1],), self.weight[:, 0], self.bias[:, 0], NORM_EPS)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -157,9 +159,7 @@ class CausalBlock(nn.Module):
         """:meth:`step` on channel-last frames ``(N, n, H)``."""
         ag, state = self.conv.step_last(h, state)
         a, g = ag.chunk(2, dim=2)
-        norm = self.norm
-        u = nnf.layer_norm(a * g.sigmoid(), (a.shape[2],), norm.weight[:, 0], norm.bias[:, 0],
-                           NORM_EPS)
+        u = self.norm.last(a * g.sigmoid())
         out = nnf.linear(u, self.out.weight[:, :, 0], self.out.bias)
         return h + out, state
 
@@ -266,9 +266,7 @@ class CausalObfuscator(nn.Module):
         convs = []
         h, s = self.input.step_last(z.transpose(1, 2), states[0])  # (N, n, H)
         convs.append(s)
-        norm = self.input_norm
-        h = nnf.silu(nnf.layer_norm(h, (h.shape[2],), norm.weight[:, 0], norm.bias[:, 0],
-                                    NORM_EPS))
+        h = nnf.silu(self.input_norm.last(h))
         for block, s in zip(self.blocks, states[1:], strict=True):
             h, s = block.step_last(h, s)
             convs.append(s)
