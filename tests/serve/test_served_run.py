@@ -78,11 +78,10 @@ def labels_of(analysis: dict) -> dict[str, str | None]:
 # ------------------------------------------------------------------------- the run's models
 def test_finds_every_model_of_the_run(run, served_run_dir):
     assert run.experiment["name"] == "serve-tiny" and run.seed == 0
-    assert set(run.systems) == {"opt-in", "mcadams", "adr"}
+    assert set(run.systems) == {"opt-in", "mcadams"}
     assert run.systems["opt-in"].obfuscator is not None
     assert run.systems["mcadams"].mcadams is not None
     assert run.systems["mcadams"].mcadams_manifest is not None
-    assert run.systems["adr"].adr is not None and not run.systems["adr"].makes_audio
     assert [a.family for a in run.ignorant["gender"]] == ["deepspeech2"]
     for key in ("opt-in", "mcadams"):
         (informed,) = run.systems[key].informed["gender"]
@@ -130,7 +129,7 @@ def test_run_info_lists_systems_utterances_and_links(client, run):
     info = client.get("/api/run").json()
     assert info["experiment"] == "serve-tiny" and info["permitted"] == "speaker"
     assert [s["key"] for s in info["systems"]] == list(run.systems)
-    assert {s["key"]: s["makes_audio"] for s in info["systems"]}["adr"] is False
+    assert all(s["makes_audio"] for s in info["systems"]) and info["verification"]
     assert len(info["utterances"]) == len(run.test_rows()) and info["live"]["system"] == "opt-in"
     assert info["report"] == "run/report.md" and info["figures"]
     assert client.get("/" + info["report"]).status_code == 200
@@ -146,7 +145,7 @@ def test_upload_predict_and_audio_out(client, run, tmp_path, upload_dir):
     response = client.post("/api/analyse", content=path.read_bytes())
     assert response.status_code == 200, response.text
     analysis = response.json()
-    assert [s["key"] for s in analysis["systems"]] == ["original", "opt-in", "mcadams", "adr"]
+    assert [s["key"] for s in analysis["systems"]] == ["original", "opt-in", "mcadams"]
     assert analysis["truth"] == {} and abs(analysis["seconds"] - 1.5) < 0.01
     direct = analyse_wave(run, load_audio(path)).to_dict()
     assert labels_of(analysis) == labels_of(direct)
@@ -154,8 +153,8 @@ def test_upload_predict_and_audio_out(client, run, tmp_path, upload_dir):
     assert by_key["opt-in"]["agrees"] == (by_key["opt-in"]["target"]["label"]
                                           == by_key["original"]["target"]["label"])
     assert by_key["opt-in"]["attacks"]["gender"][0]["informed"] is not None
-    assert by_key["adr"]["target"] is None and by_key["adr"]["verification"] is not None
-    assert -1.0 <= by_key["opt-in"]["verification"] <= 1.0
+    assert by_key["original"]["verification"] is None
+    assert all(-1.0 <= by_key[k]["verification"] <= 1.0 for k in ("opt-in", "mcadams"))
     for key in ("original", "opt-in", "mcadams"):
         audio = client.get(f"/api/results/{analysis['id']}/audio/{key}.wav")
         assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
@@ -164,6 +163,7 @@ def test_upload_predict_and_audio_out(client, run, tmp_path, upload_dir):
         picture = client.get(f"/api/results/{analysis['id']}/spectrogram/{key}.png")
         assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
     assert client.get(f"/api/results/{analysis['id']}/audio/adr.wav").status_code == 404
+    assert client.get(f"/api/results/{analysis['id']}/audio/opt-in.mp3").status_code == 404
     assert client.get("/api/results/0123/audio/opt-in.wav").status_code == 404
     assert list(upload_dir.iterdir()) == []
 

@@ -58,7 +58,8 @@ class LiveSession:
 
     def describe(self) -> dict[str, Any]:
         return {"sample_rate": self.rate, "chunk_ms": self.stream.chunk_ms,
-                "lookahead_ms": self.stream.lookahead_ms, "latency_ms": self.stream.latency_ms}
+                "lookahead_ms": self.stream.lookahead_ms,
+                "latency_ms": round(self.stream.latency_ms, 1)}
 
     def push(self, data: bytes) -> LiveReply:
         """Feed raw little-endian float32 samples; return what became final."""
