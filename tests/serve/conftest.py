@@ -29,7 +29,7 @@ def tiny_serve_config() -> ExperimentConfig:
     """Permit speaker, attack gender; opt-in and McAdams; one epoch per model."""
     return ExperimentConfig.from_dict({
         "name": "serve-tiny", "title": "tiny run for optin serve", "figure": "3a",
-        "corpus": "builtin", "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
+        "corpus": "builtin", "data": {"synth": {"quick": True, "speakers": 2, "sentences": 3}},
         "protocol": "manifest", "permitted": "speaker", "attacked": ["gender"],
         "systems": ["opt-in", "mcadams"], "preset": "quick", "seeds": [0],
         "verification": False,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -331,7 +332,14 @@ def serve_folder(folder: str | os.PathLike, host: str = "127.0.0.1", port: int =
 
 
 def serve(run: ServedRun, host: str = "127.0.0.1", port: int = 8000,
-          limits: UploadLimits | None = None) -> None:
-    """Serve a loaded run's page until interrupted (Ctrl-C)."""
+          limits: UploadLimits | None = None, threads: int | None = 1) -> None:
+    """Serve a loaded run's page until interrupted (Ctrl-C).
+
+    ``threads``: torch's intra-op threads for this process (None: torch's default). One by
+    default: the page runs small models on one utterance, and on a 2-core machine shared with
+    other work two threads made a 3 s upload take 27 s instead of 1.5 s (docs/results.md).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
     uvicorn.run(create_app(run, limits), host=host, port=port, log_level="warning",
                 ws_max_size=1 << 20)

@@ -114,12 +114,15 @@ function card(system, analysis, original) {
   for (const [attribute, guesses] of Object.entries(system.attacks)) {
     if (!guesses.length) continue;
     const truth = analysis.truth[attribute];
+    const plain = system === original;  // on the original, the ignorant attacker is the
+    const heads = plain ? ["original classifier"] : ["ignorant", "informed"];  // classifier
     const table = el("table", { "data-attribute": attribute },
-      el("tr", {}, el("th", {}, attribute), el("th", {}, "ignorant"), el("th", {}, "informed"),
+      el("tr", {}, el("th", {}, attribute), ...heads.map((h) => el("th", {}, h)),
         el("th", {}, "true")));
     for (const g of guesses) {
-      const row = el("tr", { "data-family": g.family }, el("td", {}, g.family),
-        guessCell(g.ignorant, truth, "ignorant"), guessCell(g.informed, truth, "informed"),
+      const cells = [guessCell(g.ignorant, truth, "ignorant")];
+      if (!plain) cells.push(guessCell(g.informed, truth, "informed"));
+      const row = el("tr", { "data-family": g.family }, el("td", {}, g.family), ...cells,
         el("td", {}, truth === undefined ? "unknown" : truth));
       table.append(row);
     }
