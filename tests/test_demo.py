@@ -7,6 +7,8 @@ import json
 import pytest
 
 from optin.demo import run_demo
+from optin.serve.analysis import analyse_utterance
+from optin.serve.run_folder import load_run
 
 
 @pytest.mark.slow
@@ -49,3 +51,18 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert sum(m.startswith("xvector-") and "protected" not in m for m in models) == 1
     again = run_demo(tmp_path / "demo", progress=False, **kwargs)
     assert again["experiments"][0]["systems"] == summary["experiments"][0]["systems"]
+    # optin serve opens the demo's folder: Figure 4's three systems, ADR's x-vectors included
+    served = load_run(tmp_path / "demo")
+    assert served.experiment["name"] == "demo-fig4" and served.extractor is not None
+    assert set(served.systems) == {"opt-in", "adr", "mcadams"}
+    assert all(len(served.systems[k].informed[a]) == 1
+               for k in ("opt-in", "mcadams") for a in ("gender", "emotion"))
+    row = served.test_rows()[0]
+    analysis = analyse_utterance(served, row["id"])
+    adr = analysis.result("adr")
+    assert adr.audio is None and adr.target is None and adr.verification is not None
+    for key in ("original", "opt-in", "mcadams"):
+        result = analysis.result(key)
+        assert result.audio is not None and result.target is not None
+        assert {g.family for g in result.attacks["emotion"]} == {"deepspeech2"}
+    assert analysis.truth == {c: row[c] for c in ("speaker", "gender", "emotion")}

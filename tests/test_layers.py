@@ -13,6 +13,7 @@ Layers, lowest first; a module may import its own layer and those below, never a
     evaluation
     deploy
     demo
+    serve               (the local web page over a run: optin serve)
     cli, __main__, testing (test helpers: nothing imports them)
 
 Also: no import cycle between modules (within a layer too), and no ``optin`` import inside a
@@ -40,6 +41,7 @@ LAYERS = [
     {"evaluation"},
     {"deploy"},
     {"demo"},
+    {"serve"},
     {"cli", "__main__", "testing"},
 ]
 LAZY_ALLOWED = {"optin.cli"}

@@ -313,6 +313,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from optin.serve.web import serve_folder
+
+    serve_folder(args.run_dir, host=args.host, port=args.port, experiment=args.experiment)
+    return 0
+
+
 def _pair(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected MANIFEST_COLUMN=SOURCE_COLUMN, got '{text}'")
@@ -601,6 +608,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = add(sub, "demo", _demo, "run the main job end to end on the built-in corpus")
     p.add_argument("--out", type=Path, default=Path("optin-demo"), help="output folder")
+
+    p = add(sub, "serve", _serve, "a local web page to hear, see and test a run's protection")
+    p.add_argument("run_dir", nargs="?", type=Path, default=Path("optin-demo"), metavar="RUN_DIR",
+                   help="an `optin demo` or `optin experiment` folder (default: optin-demo)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    p.add_argument("--port", type=_ranged(int, between(1, 65535)), default=8000)
+    p.add_argument("--experiment", help="which experiment of the run (default: the largest)")
     return parser
 
 
