@@ -235,9 +235,11 @@ def test_live_streams_through_the_streaming_obfuscator(client, run):
     assert len(out) == len(wave) and np.isfinite(out).all() and np.abs(out).max() > 0.01
     assert all(h["compute_ms"] >= 0 and h["latency_ms"] == ready["latency_ms"] for h in headers)
     obfuscator = run.systems["opt-in"].obfuscator
-    from optin.deploy.streaming import StreamingObfuscator
+    from optin.deploy.causal_stream import open_stream
+    from optin.deploy.stream_io import default_phase
 
-    offline = StreamingObfuscator(obfuscator).process(wave, piece=2048).audio
+    stream = open_stream(obfuscator, phase=default_phase(obfuscator))
+    offline = stream.process(wave, piece=2048).audio
     assert np.allclose(out, offline, atol=1e-4)
 
 

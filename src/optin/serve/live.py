@@ -1,9 +1,11 @@
 """Live mode: microphone samples in, protected samples out, through the streaming obfuscator.
 
-A :class:`LiveSession` wraps one :class:`optin.deploy.streaming.StreamingObfuscator` stream
-and times it: each push returns the protected audio that became final, where it sits in the
-stream, how long the obfuscator took, and the stream's worst-case algorithmic latency (chunk +
-lookahead + one hop). The page adds what it measures itself (capture, network, playback).
+A :class:`LiveSession` wraps one stream of the obfuscator (stateful for a causal obfuscator,
+windowed for the paper's: :func:`optin.deploy.causal_stream.open_stream`, with the phase rule
+of ``optin stream``) and times it: each push returns the protected audio that became final,
+where it sits in the stream, how long the obfuscator took, and the stream's worst-case
+algorithmic latency (chunk + lookahead + one hop). The page adds what it measures itself
+(capture, network, playback).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from optin.deploy.streaming import StreamingObfuscator, StreamOutput
+from optin.deploy.causal_stream import open_stream
+from optin.deploy.stream_io import default_phase
+from optin.deploy.streaming import StreamOutput
 from optin.errors import OptinError
 from optin.privacy.obfuscator import Obfuscator
 
@@ -44,9 +48,11 @@ class LiveReply:
 class LiveSession:
     """One live stream: float32 samples at the obfuscator's rate, at most ``max_seconds``."""
 
-    def __init__(self, obfuscator: Obfuscator, chunk_ms: float = 100.0,
+    def __init__(self, obfuscator: Obfuscator, chunk_ms: float | None = None,
                  max_seconds: float = 600.0, max_push_seconds: float = 2.0) -> None:
-        self.stream = StreamingObfuscator(obfuscator, chunk_ms=chunk_ms)
+        # chunk: 100 ms for the paper's obfuscator, 10 ms for a causal one
+        self.stream = open_stream(obfuscator, chunk_ms=chunk_ms,
+                                  phase=default_phase(obfuscator))
         self.rate = obfuscator.features.sample_rate
         self.max_samples = int(max_seconds * self.rate)
         self.max_push = int(max_push_seconds * self.rate)
