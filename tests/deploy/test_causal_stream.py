@@ -184,3 +184,22 @@ def test_cli_exports_and_benches_the_stream(tmp_path, capsys):
     for numbers in result["backends"].values():
         assert numbers["ms_per_audio_second"] > 0
         assert numbers["algorithmic_latency_ms"] == pytest.approx(39.9375)
+
+
+def test_bad_input_is_refused_by_name():
+    from optin.deploy.streaming import StreamError
+
+    stream = open_stream(causal_obfuscator())
+    with pytest.raises(StreamError, match="NaN"):
+        stream.push(np.array([0.1, np.nan], np.float32))
+    with pytest.raises(StreamError, match="mono"):
+        stream.push(np.zeros((2, 160), np.float32))
+    stream.reset()
+    stream.push(np.zeros(100, np.float32))
+    with pytest.raises(StreamError, match="needs more than 160"):
+        stream.flush()
+    stream.reset()
+    stream.push(voiced(0.2, seed=2))
+    stream.flush()
+    with pytest.raises(StreamError, match="flushed"):
+        stream.push(np.zeros(10, np.float32))
