@@ -173,16 +173,20 @@ class CausalStreamingObfuscator(StreamingObfuscator):
 
 def open_stream(obfuscator: Obfuscator, chunk_ms: float | None = None,
                 phase: PhaseMode = "input", griffin_lim_iters: int = 16,
+                stepper: Stepper | None = None,
                 **windowed: float | None) -> StreamingObfuscator:
-    """The stream that suits ``obfuscator``: stateful for a causal network, windowed for the
-    paper's. ``windowed`` (``window_ms``, ``lookahead_ms``, ``mean``, ``std``) apply to the
-    windowed stream only; given for a causal network they are refused."""
+    """The stream that suits ``obfuscator``: stateful for a causal network (run by ``stepper``,
+    default PyTorch), windowed for the paper's. ``windowed`` (``window_ms``, ``lookahead_ms``,
+    ``mean``, ``std``) apply to the windowed stream only; given for a causal network they are
+    refused, as is a ``stepper`` for the paper's."""
     if obfuscator.streaming_native:
         given = sorted(k for k, v in windowed.items() if v is not None)
         if given:
             raise ConfigError(f"{', '.join(given)}: not settings of a causal obfuscator's "
                               "stream (its look-ahead is part of the model)")
         return CausalStreamingObfuscator(obfuscator, chunk_ms or 10.0, phase,
-                                         griffin_lim_iters)
+                                         griffin_lim_iters, stepper)
+    if stepper is not None:
+        raise ConfigError("a stepper runs a causal obfuscator; this is the paper's network")
     return StreamingObfuscator(obfuscator, chunk_ms or 100.0, phase=phase,
                                griffin_lim_iters=griffin_lim_iters, **windowed)

@@ -29,7 +29,7 @@ import torch
 
 from optin.audio.features import FeatureConfig
 from optin.deploy.bench import cpu_name, torch_threads
-from optin.deploy.causal_stream import CausalStreamingObfuscator, Stepper, open_stream
+from optin.deploy.causal_stream import Stepper, open_stream
 from optin.deploy.export import probe_input
 from optin.deploy.stream_graph import OnnxStepper, export_streaming
 from optin.errors import ConfigError
@@ -100,11 +100,8 @@ def bench_streaming(model: str | os.PathLike | Obfuscator | None = None, *,
         described = ""
         for name_b in chosen:
             stepper = _stepper(obfuscator, name_b, threads, Path(tmp), calibration, wave)
-            stream = open_stream(obfuscator, chunk_ms=chunk_ms, phase="input")
-            if stepper is not None:
-                assert isinstance(stream, CausalStreamingObfuscator)
-                stream = CausalStreamingObfuscator(obfuscator, stream.chunk_ms, "input",
-                                                   stepper=stepper)
+            stream = open_stream(obfuscator, chunk_ms=chunk_ms, phase="input",
+                                 stepper=stepper)
             described = stream.describe()
             piece = max(1, round(stream.chunk_ms * cfg.sample_rate / 1000))
             with torch.inference_mode():
