@@ -193,6 +193,32 @@ def features_to_magnitude(features: Tensor, mean: float | Tensor, std: float | T
     return torch.expm1(features * std + mean).clamp_min(0.0)
 
 
+MAX_LOG_MAGNITUDE = 15.0  # log1p magnitude cap before expm1 (e^15: far above any real STFT)
+
+
+def features_to_wave(features: Tensor, mean: Tensor, std: Tensor, phase: Tensor,
+                     config: FeatureConfig | None = None, length: int | None = None) -> Tensor:
+    """Differentiable inverse of the front-end with a given phase, for a batch.
+
+    Args:
+        features: (B, F, T) normalised log1p magnitude (e.g. an obfuscator's output).
+        mean, std: (B,) the statistics the features were normalised with.
+        phase: (B, F, T) radians (the input's, as during training against a waveform target).
+        length: samples out (default (T - 1) * hop).
+
+    Returns:
+        (B, length) waveforms; gradients reach ``features``.
+    """
+    cfg = config or FeatureConfig()
+    log_mag = (features * std[:, None, None] + mean[:, None, None]).clamp(max=MAX_LOG_MAGNITUDE)
+    magnitude = torch.expm1(log_mag).clamp_min(0.0)
+    spec = torch.polar(magnitude, phase.to(magnitude.dtype))
+    out = length if length is not None else (features.shape[-1] - 1) * cfg.hop_length
+    return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                       win_length=cfg.win_length, window=make_window(cfg, features.device),
+                       center=True, length=out)
+
+
 def to_waveform(
     features: Tensor | np.ndarray,
     mean: float,

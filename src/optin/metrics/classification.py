@@ -35,3 +35,15 @@ def chance_level(labels: Sequence[int] | Tensor) -> float:
     if t.numel() == 0:
         return 0.0
     return float(torch.bincount(t).max()) / t.numel()
+
+
+def f1_score(truth: Tensor, predicted: Tensor, n_classes: int) -> float:
+    """F1 of class 1 for two classes (e.g. speech), macro-averaged F1 above; (M,) each.
+
+    A class absent from both ``truth`` and ``predicted`` counts as perfect (F1 1).
+    """
+    confusion = confusion_matrix(truth, predicted, n_classes).double()
+    tp = confusion.diagonal()
+    denominator = confusion.sum(dim=0) + confusion.sum(dim=1)  # predicted + true counts
+    f1 = torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), torch.ones_like(tp))
+    return float(f1[1]) if n_classes == 2 else float(f1.mean())

@@ -55,3 +55,31 @@ def obfuscator_objective(l_t: Tensor, l_p: Tensor, lambda_t: float = 1.0,
 def agreement(obfuscated_logits: Tensor, original_logits: Tensor) -> Tensor:
     """Share of items where T(X~) and T(X) predict the same class; (B, K) each -> scalar."""
     return (obfuscated_logits.argmax(dim=1) == original_logits.argmax(dim=1)).float().mean()
+
+
+def frame_target_loss(obfuscated_logits: Tensor, original_logits: Tensor, mask: Tensor,
+                      hard: bool = False) -> Tensor:
+    """L_t of a per-frame task: H(T(X~), T(X)) per frame, averaged over valid frames.
+
+    Args:
+        obfuscated_logits, original_logits: (B, N, K); mask: (B, N) bool, valid frames.
+    """
+    assert obfuscated_logits.ndim == 3 and obfuscated_logits.shape == original_logits.shape
+    target = original_logits.detach()
+    log_p = obfuscated_logits.log_softmax(dim=-1)
+    if hard:
+        per_frame = -log_p.gather(-1, target.argmax(dim=-1, keepdim=True))[..., 0]
+    else:
+        per_frame = -(target.softmax(dim=-1) * log_p).sum(dim=-1)  # (B, N)
+    weights = mask.to(per_frame.dtype)
+    return (per_frame * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def frame_agreement(obfuscated_logits: Tensor, original_logits: Tensor,
+                    mask: Tensor | None = None) -> Tensor:
+    """Share of (valid) frames where T(X~) and T(X) decide alike; (B, N, K) each -> scalar."""
+    same = (obfuscated_logits.argmax(dim=-1) == original_logits.argmax(dim=-1)).float()
+    if mask is None:
+        return same.mean()
+    weights = mask.to(same.dtype)
+    return (same * weights).sum() / weights.sum().clamp_min(1.0)

@@ -109,14 +109,20 @@ class RandomCropDataset(Dataset):
         feats = self.store.features(index)
         if self.transform is not None:
             feats = self.transform(feats)
-        frames = feats.shape[1]
+        (crop,), length = self.crop([feats], crop_seed)
+        return crop, length, self.labels[index]
+
+    def crop(self, tensors: Sequence[Tensor], crop_seed: int) -> tuple[list[Tensor], int]:
+        """The same random ``length``-frame crop of each (F, T) tensor (zero-padded when the
+        utterance is shorter) and its valid frames."""
+        frames = tensors[0].shape[1]
         length = self.segments.length
         if frames > length:
             gen = torch.Generator().manual_seed(crop_seed)
             start = int(torch.randint(0, frames - length + 1, (1,), generator=gen))
-            return feats[:, start : start + length], length, self.labels[index]
-        segs, lens = segment(feats, self.segments)
-        return segs[0], int(lens[0]), self.labels[index]
+            return [t[:, start : start + length] for t in tensors], length
+        cut = [segment(t, self.segments) for t in tensors]
+        return [segs[0] for segs, _ in cut], int(cut[0][1][0])
 
 
 class BalancedSampler(torch.utils.data.Sampler):

@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from optin.audio.features import FeatureConfig
+from optin.audio.features import FeatureConfig, features_to_wave, to_waveform
 from optin.audio.segments import SegmentConfig
 from optin.checkpoint import (
     load_model,
@@ -64,7 +65,7 @@ from optin.privacy.obfuscator import (
     ObfuscatorNetwork,
     obfuscator_kind,
 )
-from optin.training.classifier import Classifier, evaluate_classifier
+from optin.training.classifier import evaluate_classifier
 from optin.training.data import (
     BalancedSampler,
     FeatureStore,
@@ -88,8 +89,17 @@ from optin.training.obfuscator_step import (
     validate,
     zero_sums,
 )
+from optin.training.permitted import (
+    PermittedTask,
+    TargetChoice,
+    TaskSet,
+    compare_answers,
+    load_tasks,
+    target_choices,
+)
 from optin.training.records import check_run_settings, write_metrics
 from optin.training.runs import SnapshotTimer
+from optin.training.wave_data import PhasedCropDataset, PhaseStore, collate_phased
 
 L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window for "converged"
 
@@ -112,14 +122,6 @@ def obfuscator_network(config: ObfuscatorTrainConfig, n_freq: int) -> Obfuscator
             lookahead=config.lookahead, residual=config.obfuscator_residual))
     return _generator(config.obfuscator_width, config.obfuscator_blocks, n_freq,
                       residual=config.obfuscator_residual)
-
-
-def target_fingerprint(target_dir: Path) -> dict[str, Any]:
-    """What identifies the target model: its weights hash, attribute and classes."""
-    config = read_config(target_dir)
-    return {"path": str(target_dir), "weights_sha256": config.get("weights_sha256"),
-            "attribute": config.get("labels", {}).get("attribute"),
-            "classes": config.get("labels", {}).get("classes")}
 
 
 def _select(history: list[dict[str, Any]], min_agreement: float) -> tuple[int, bool]:
@@ -155,7 +157,7 @@ def convergence(history: list[dict[str, Any]], window: int, tolerance: float,
 
 def train_obfuscator(
     manifest: Manifest | str | os.PathLike,
-    target_dir: str | os.PathLike,
+    target_dir: str | os.PathLike | TargetChoice | Sequence[Any],
     out_dir: str | os.PathLike,
     config: ObfuscatorTrainConfig | None = None,
     progress: bool = True,
@@ -163,12 +165,16 @@ def train_obfuscator(
 ) -> dict[str, Any]:
     """Train (resume, or return the finished) obfuscator run in ``out_dir``.
 
+    ``target_dir``: the permitted task(s): a DeepSpeech2 target folder, a pretrained model
+    (TorchScript or ONNX file, or ``silero-vad``) or a :class:`TargetChoice`, or a list of
+    them (L_t is their weighted sum; :mod:`optin.training.permitted`).
+
     Writes ``out_dir/obfuscator/`` and ``out_dir/deobfuscator/`` checkpoints (selected epoch),
     ``metrics.csv``, ``run.json`` and ``train_state/``. Returns the obfuscator's config.json.
     """
     config = config or ObfuscatorTrainConfig()
     out_dir = Path(out_dir)
-    target_dir = Path(target_dir)
+    target_dir = target_choices(target_dir)
     env, device = setup(config.device)
     try:
         return _train(manifest, target_dir, out_dir, config, progress and env.is_main,
@@ -177,15 +183,18 @@ def train_obfuscator(
         teardown(env)
 
 
-def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Path,
+def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], out_dir: Path,
            config: ObfuscatorTrainConfig, progress: bool, cache_root: str | os.PathLike | None,
            env: DistEnv, device: torch.device) -> dict[str, Any]:
     if not isinstance(manifest, Manifest):
         manifest = Manifest.read(manifest)
-    target = Classifier.load(target_dir, device=device)
-    freeze_target(target.model)
-    features: FeatureConfig = target.features
-    fingerprint = target_fingerprint(target_dir)
+    tasks = load_tasks(choices, device=device)
+    for task in tasks.tasks:
+        if task.classifier is not None:
+            freeze_target(task.classifier.model)
+    features: FeatureConfig = tasks.features
+    fingerprints = tasks.fingerprints()
+    fingerprint = fingerprints[0] if len(fingerprints) == 1 else fingerprints
     check_run_settings(out_dir, {"config": config.run_settings(),
                                  "manifest": manifest.fingerprint(),
                                  "target": fingerprint}, write=env.is_main)
@@ -208,6 +217,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     barrier(env)
     train_store = FeatureStore(train, cache, progress=False)
     valid_store = FeatureStore(valid, cache, progress=False)
+    train_phases = PhaseStore(train_store, features) if tasks.needs_phase else None
+    valid_phases = PhaseStore(valid_store, features) if tasks.needs_phase else None
 
     obf_net = obfuscator_network(config, features.n_freq).to(device)
     deobf_net = _generator(config.deobfuscator_width, config.deobfuscator_blocks,
@@ -239,11 +250,18 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     zeros = [0] * len(train_store)
     sampler = BalancedSampler(zeros, draws, config.seed, balanced=False, rank=env.rank,
                               world_size=env.world_size)
-    dataset = RandomCropDataset(train_store, zeros, segments)
+    dataset = (PhasedCropDataset(train_store, train_phases, zeros, segments)
+               if train_phases is not None else RandomCropDataset(train_store, zeros, segments))
+    collate = collate_phased if train_phases is not None else collate_segments
     steps = math.ceil((draws // env.world_size) / config.batch_size)
 
-    templates = (ClassTemplates(len(target.encoder), features.n_freq, config.template_momentum,
-                                device) if config.contraction else None)
+    templates = None
+    if config.contraction:
+        first = tasks.utterance_task
+        if first is None or first.classifier is None:
+            raise ConfigError("--contraction needs a DeepSpeech2 target (its classes)")
+        templates = ClassTemplates(len(first.classifier.encoder), features.n_freq,
+                                   config.template_momentum, device)
     progress_state: dict[str, Any] = {"epoch": 0, "step": 0, "sums": zero_sums(),
                                       "seconds": 0.0, "history": [], "finished": False}
     if state is not None:
@@ -279,7 +297,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
 
     _log(f"training the obfuscator ({obf_net.num_parameters():,} parameters) against a "
          f"deobfuscator ({deobf_net.num_parameters():,}) for the target "
-         f"'{fingerprint['attribute']}' ({len(train_store)} train / {len(valid_store)} valid "
+         f"{tasks.describe()} ({len(train_store)} train / {len(valid_store)} valid "
          f"utterances, {env.world_size} process(es), {device})", env)
     provenance = {"manifest": str(manifest.source) if manifest.source else None,
                   "manifest_fingerprint": manifest.fingerprint(), "seed": config.seed,
@@ -288,17 +306,19 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         epoch = progress_state["epoch"]
         sampler.set_epoch(epoch, skip=progress_state["step"] * config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                            collate_fn=collate_segments, num_workers=config.workers)
+                            collate_fn=collate, num_workers=config.workers)
         obf_train.train()
         bar = tqdm(loader, total=steps, initial=progress_state["step"], unit="batch",
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         tick = time.perf_counter()
-        for x, lengths, _ in bar:
+        for x, lengths, _, *wave in bar:
             done = epoch + progress_state["step"] / steps  # epochs of training so far
             metrics = adversarial_step(x.to(device), lengths.to(device), obf_train, obf_opt,
-                                       obf_scaler, adversary, target.model, config,
+                                       obf_scaler, adversary, tasks, config,
                                        lambda_p=privacy_ramp(config, done),
-                                       templates=templates)
+                                       templates=templates,
+                                       **({"phase": wave[0].to(device),
+                                           "stats": wave[1].to(device)} if wave else {}))
             n = len(x)
             sums = progress_state["sums"]
             for key in TRAIN_METRICS:
@@ -318,8 +338,8 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
         keys = [*TRAIN_METRICS, "n"]
         sums = dict(zip(keys, all_sum([progress_state["sums"][k] for k in keys], env, device),
                         strict=True))
-        val = validate(obf_net, adversary, target, valid_store, env, device, config.hard_targets,
-                       templates=templates)
+        val = validate(obf_net, adversary, tasks, valid_store, env, device, config.hard_targets,
+                       templates=templates, phases=valid_phases)
         seen = max(sums["n"], 1.0)
         row = {"epoch": epoch + 1, **{f"train_{k}": sums[k] / seen for k in TRAIN_METRICS},
                **{f"valid_{k}": v for k, v in val.items()},
@@ -336,7 +356,9 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
              f"{row['train_segments_per_s']:.1f} seg/s", env)
         chosen, _ = _select(progress_state["history"], config.min_agreement)
         if chosen == len(progress_state["history"]) - 1 and env.is_main:
-            base = {"features": features.to_dict(), "target": fingerprint,
+            base = {"features": features.to_dict(), "target": fingerprints[0],
+                    **({"targets": fingerprints} if len(fingerprints) > 1
+                       or tasks.tasks[0].pretrained is not None else {}),
                     "privacy": {"lambda_t": config.lambda_t, "lambda_p": config.lambda_p,
                                 "privacy_layer": config.privacy_layer,
                                 "deobfuscator_steps": config.deobfuscator_steps,
@@ -369,7 +391,7 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     }
     final: dict[str, Any] = {}
     if env.is_main:
-        evaluation = honest_evaluation(manifest, target_dir, out_dir, cache_root, progress,
+        evaluation = honest_evaluation(manifest, tasks, out_dir, cache_root, progress,
                                        device)
         for part in ("obfuscator", "deobfuscator"):
             conf = read_config(out_dir / part)
@@ -383,23 +405,35 @@ def _train(manifest: Manifest | str | os.PathLike, target_dir: Path, out_dir: Pa
     return final
 
 
-def honest_evaluation(manifest: Manifest, target_dir: Path, out_dir: Path,
+def honest_evaluation(manifest: Manifest, tasks: TaskSet, out_dir: Path,
                       cache_root: str | os.PathLike | None, progress: bool,
                       device: torch.device) -> dict[str, Any]:
-    """T on original and obfuscated test data, agreement, and the deobfuscator's error."""
+    """Each permitted task on original and obfuscated test data, and the deobfuscator's error.
+
+    A DeepSpeech2 task: its accuracy on both and the utterance agreement (the first one's also
+    at the top level, as before several tasks). A pretrained task: agreement and F1 of its
+    answers on the obfuscated audio against its answers on the original, with the input's
+    phase (as in training) and with Griffin-Lim (what ``optin obfuscate`` writes). The top-level
+    ``agreement`` is the lowest over the tasks.
+    """
     obfuscator = Obfuscator.load(out_dir, device=device)
-    target = Classifier.load(target_dir, features=obfuscator.features, device=device)
-    original = evaluate_classifier(target_dir, manifest, "test", progress=False,
-                                   cache_root=cache_root, classifier=target,
-                                   return_predictions=True)
-    obfuscated = evaluate_classifier(target_dir, manifest, "test", progress=False,
-                                     cache_root=cache_root, classifier=target,
-                                     transform=obfuscator.obfuscate_features,
-                                     return_predictions=True)
-    deobf = load_model(out_dir / "deobfuscator", DEOBFUSCATOR_KIND, device=device).module
     cache = (FeatureCache(cache_root, obfuscator.features) if cache_root is not None
              else FeatureCache.for_manifest(manifest, obfuscator.features))
     store = FeatureStore(manifest.split("test"), cache, progress=False)
+    result: dict[str, Any] = {"split": "test"}
+    per_task: dict[str, Any] = {}
+    for task in tasks.tasks:
+        if task.classifier is not None:
+            per_task[task.name] = _classifier_evaluation(task, manifest, obfuscator, cache_root)
+            if "target_original" not in result:
+                result.update(per_task[task.name])
+        else:
+            per_task[task.name] = _pretrained_evaluation(tasks, task, store, obfuscator,
+                                                         progress)
+    if len(per_task) > 1 or "target_original" not in result:
+        result["tasks"] = per_task
+    result["agreement"] = min(t["agreement"] for t in per_task.values())
+    deobf = load_model(out_dir / "deobfuscator", DEOBFUSCATOR_KIND, device=device).module
     total, frames = 0.0, 0
     with torch.no_grad():
         for i in range(len(store)):
@@ -407,25 +441,78 @@ def honest_evaluation(manifest: Manifest, target_dir: Path, out_dir: Path,
             recon = deobf(obfuscator.obfuscate_features(x))
             total += float(((recon - x) ** 2).sum())
             frames += x.numel()
+    result["deobfuscator_mse"] = total / max(frames, 1)
+    return result
+
+
+def _classifier_evaluation(task: PermittedTask, manifest: Manifest, obfuscator: Obfuscator,
+                           cache_root: str | os.PathLike | None) -> dict[str, Any]:
+    target, folder = task.classifier, task.fingerprint["path"]
+    original = evaluate_classifier(folder, manifest, "test", progress=False,
+                                   cache_root=cache_root, classifier=target,
+                                   return_predictions=True)
+    obfuscated = evaluate_classifier(folder, manifest, "test", progress=False,
+                                     cache_root=cache_root, classifier=target,
+                                     transform=obfuscator.obfuscate_features,
+                                     return_predictions=True)
     pairs = list(zip(original["predictions"], obfuscated["predictions"], strict=True))
-    agree = sum(a == b for a, b in pairs) / max(len(pairs), 1)
     keep = ("utterance_accuracy", "segment_accuracy", "balanced_accuracy", "chance",
             "utterances")
-    return {
-        "split": "test",
-        "target_original": {k: original[k] for k in keep},
-        "target_obfuscated": {k: obfuscated[k] for k in keep},
-        "agreement": agree,
-        "deobfuscator_mse": total / max(frames, 1),
-    }
+    return {"target_original": {k: original[k] for k in keep},
+            "target_obfuscated": {k: obfuscated[k] for k in keep},
+            "agreement": sum(a == b for a, b in pairs) / max(len(pairs), 1)}
+
+
+def _pretrained_evaluation(tasks: TaskSet, task: PermittedTask, store: FeatureStore,
+                           obfuscator: Obfuscator, progress: bool,
+                           griffin_lim_iters: int = 32) -> dict[str, Any]:
+    phases = PhaseStore(store, tasks.features)
+    device = obfuscator.device
+    input_phase, griffin = [], []
+    for i in tqdm(range(len(store)), desc=f"evaluating '{task.name}'", unit="utt",
+                  disable=not progress, leave=False):
+        feats = store.features(i).to(device)
+        obf = obfuscator.obfuscate_features(feats[None])
+        utt = phases.utterance(i)
+        if task.input == "waveform":
+            stats = (torch.tensor([utt.mean], device=device),
+                     torch.tensor([utt.std], device=device))
+            with torch.no_grad():
+                wave_in = features_to_wave(obf, *stats, utt.phase[None].to(device),
+                                           tasks.features, length=utt.wave.shape[0])[0]
+            wave_gl = torch.from_numpy(to_waveform(
+                obf[0].cpu(), utt.mean, utt.std, config=tasks.features,
+                n_samples=utt.wave.shape[0], n_iter=griffin_lim_iters)).to(device)
+            original = tasks.utterance_scores(task, feats, utt.wave.to(device))
+            input_phase.append((original, tasks.utterance_scores(task, obf[0], wave_in)))
+            griffin.append((original, tasks.utterance_scores(task, obf[0], wave_gl)))
+        else:
+            original = tasks.utterance_scores(task, feats, None)
+            input_phase.append((original, tasks.utterance_scores(task, obf[0], None)))
+    result = compare_answers(input_phase)
+    if griffin:
+        result.update({f"{k}_griffin_lim": v for k, v in compare_answers(griffin).items()
+                       if k in ("agreement", "f1")})
+    return {**result, "level": task.level, "utterances": len(store)}
 
 
 def format_evaluation(evaluation: dict[str, Any], summary: dict[str, Any]) -> str:
-    o, x = evaluation["target_original"], evaluation["target_obfuscated"]
-    return (f"selected epoch {summary['selected_epoch']} ({summary['selection']}); converged: "
-            f"{summary['converged']} ({summary['reason']})\n"
-            f"test: target accuracy original {o['utterance_accuracy']:.3f}, obfuscated "
-            f"{x['utterance_accuracy']:.3f} (chance {o['chance']:.3f}); agreement "
-            f"T(X~)=T(X) {evaluation['agreement']:.3f}; deobfuscator reconstruction MSE "
-            f"{evaluation['deobfuscator_mse']:.4f}")
-
+    lines = [f"selected epoch {summary['selected_epoch']} ({summary['selection']}); converged: "
+             f"{summary['converged']} ({summary['reason']})"]
+    if "target_original" in evaluation:
+        o, x = evaluation["target_original"], evaluation["target_obfuscated"]
+        lines.append(f"test: target accuracy original {o['utterance_accuracy']:.3f}, obfuscated "
+                     f"{x['utterance_accuracy']:.3f} (chance {o['chance']:.3f}); agreement "
+                     f"T(X~)=T(X) {evaluation['agreement']:.3f}; deobfuscator reconstruction "
+                     f"MSE {evaluation['deobfuscator_mse']:.4f}")
+    for name, task in evaluation.get("tasks", {}).items():
+        if "f1" in task:
+            extra = (f"; with Griffin-Lim {task['agreement_griffin_lim']:.3f} (F1 "
+                     f"{task['f1_griffin_lim']:.3f})" if "agreement_griffin_lim" in task else "")
+            lines.append(f"test: '{name}' agreement with its answers on the original "
+                         f"{task['agreement']:.3f} over {task['frames']} {task['level']}s (F1 "
+                         f"{task['f1']:.3f}), input phase{extra}")
+    if "target_original" not in evaluation:
+        lines.append(f"test: deobfuscator reconstruction MSE "
+                     f"{evaluation['deobfuscator_mse']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The app's own pretrained model as the target T: loaded from a file, never modified.
+
+A target file is a TorchScript module (``torch.jit.save``: ``.pt``, ``.jit``, ``.ts``...) or an ONNX
+model (``.onnx``, run inside PyTorch by :class:`optin.models.onnx_graph.OnnxGraphModule`, so that
+gradients reach its input). The name ``silero-vad`` loads the Silero VAD TorchScript model shipped
+inside the ``silero-vad`` wheel (offline); ``silero-vad-onnx`` its ONNX twin.
+
+TorchScript archives are read with ``torch.jit.load``, which restores TorchScript code and tensors
+only (no arbitrary Python objects); optin never calls plain ``torch.load``.
+
+An *adapter* turns the model's output into class scores (logits):
+
+* ``logits``: ``model(x) -> (B, K)`` per-utterance logits.
+* ``frame-logits``: ``model(x) -> (B, N, K)`` per-frame logits.
+* ``frame-probability``: ``model(x) -> (B, N)`` probability of a binary decision per frame
+  (for example speech), turned into (B, N, 2) logits ``[log(1 - p), log(p)]``.
+* ``silero-vad``: Silero VAD's streaming interface run over the whole input: 512-sample chunks at
+  16 kHz, each with the previous 64 samples as context and the LSTM state carried from chunk to
+  chunk (as ``silero_vad``'s own wrappers do), giving the speech probability per 32 ms chunk,
+  N = samples // 512, as (B, N, 2) logits.
+
+``input`` says what the model reads: ``waveform`` (B, S) float audio at the feature sample rate
+(the obfuscator's output reaches it through a differentiable inverse STFT), or ``spectrogram``
+(B, F, T) normalised features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from optin.errors import ConfigError
+
+Adapter = Literal["logits", "frame-logits", "frame-probability", "silero-vad"]
+ADAPTERS: tuple[str, ...] = ("logits", "frame-logits", "frame-probability", "silero-vad")
+TargetInput = Literal["waveform", "spectrogram"]
+BUILTIN_TARGETS = {"silero-vad": "silero_vad.jit", "silero-vad-onnx": "silero_vad_16k_op15.onnx"}
+SILERO_RATE = 16000
+SILERO_CHUNK = 512  # samples per decision at 16 kHz (32 ms)
+SILERO_CONTEXT = 64  # samples of the previous chunk each call sees
+SILERO_STATE = (2, 128)  # (h/c, hidden) per batch item
+PROBABILITY_FLOOR = 1e-6
+
+
+class TargetModelError(ConfigError):
+    """A pretrained target that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where a pretrained target comes from and how to read its output.
+
+    ``source``: a file path, or a built-in name (``silero-vad``, ``silero-vad-onnx``).
+    """
+
+    source: str
+    input: TargetInput = "waveform"
+    adapter: Adapter = "logits"
+
+    def __post_init__(self) -> None:
+        if self.adapter not in ADAPTERS:
+            raise TargetModelError(f"target adapter '{self.adapter}': expected one of "
+                                   f"{', '.join(ADAPTERS)}")
+        if self.input not in ("waveform", "spectrogram"):
+            raise TargetModelError(f"target input '{self.input}': expected waveform or "
+                                   "spectrogram")
+        if self.adapter == "silero-vad" and self.input != "waveform":
+            raise TargetModelError("the silero-vad adapter reads a waveform (--target-input "
+                                   "waveform)")
+
+    @classmethod
+    def builtin(cls, name: str) -> TargetSpec:
+        """The spec of a built-in name (its adapter and input are fixed)."""
+        return cls(name, "waveform", "silero-vad")
+
+
+def resolve_source(source: str) -> Path:
+    """The file behind a target source: a built-in name or an existing path."""
+    if source in BUILTIN_TARGETS:
+        try:
+            files = resources.files("silero_vad.data")
+        except ModuleNotFoundError as err:
+            raise TargetModelError(f"target '{source}' needs the silero-vad package "
+                                   "(pip install silero-vad)") from err
+        return Path(str(files.joinpath(BUILTIN_TARGETS[source])))
+    path = Path(source)
+    if not path.is_file():
+        raise TargetModelError(f"{path}: target model file not found (a TorchScript or ONNX "
+                               f"file, or one of {', '.join(BUILTIN_TARGETS)})")
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_module(path: Path) -> nn.Module:
+    """A TorchScript or ONNX file as a frozen torch module (eval mode, no parameter grads)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise TargetModelError(f"{path}: the target model file is empty")
+    if head.startswith(b"PK"):  # a TorchScript archive is a zip file
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:
+            raise TargetModelError(f"{path}: not a loadable TorchScript module ({err})") from err
+    else:
+        module = _load_onnx(path)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _load_onnx(path: Path) -> nn.Module:
+    import onnx
+
+    from optin.models.onnx_graph import OnnxGraphModule, UnsupportedOnnxModel
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:
+        raise TargetModelError(f"{path}: neither a TorchScript archive nor a readable ONNX "
+                               f"model ({err})") from err
+    try:
+        return OnnxGraphModule(proto)
+    except UnsupportedOnnxModel as err:
+        raise TargetModelError(f"{path}: {err}") from err
+
+
+class PretrainedTarget(nn.Module):
+    """A frozen pretrained model with its adapter: input -> logits.
+
+    ``forward(x)``: x (B, S) waveform or (B, F, T) features -> (B, K) utterance logits, or
+    (B, N, K) frame logits (``level == "frame"``).
+    """
+
+    def __init__(self, module: nn.Module, spec: TargetSpec, sample_rate: int,
+                 name: str, sha256: str) -> None:
+        super().__init__()
+        self.module = module
+        self.spec = spec
+        self.name = name
+        self.sha256 = sha256
+        self.level = "utterance" if spec.adapter == "logits" else "frame"
+        if spec.adapter == "silero-vad" and sample_rate != SILERO_RATE:
+            raise TargetModelError(f"{name}: Silero VAD runs at {SILERO_RATE} Hz; the features "
+                                   f"are at {sample_rate} Hz")
+        self._silero = _silero_step(module, name) if spec.adapter == "silero-vad" else None
+
+    @property
+    def frame_samples(self) -> int | None:
+        """Samples per output frame of a waveform frame target, when fixed (Silero: 512)."""
+        return SILERO_CHUNK if self._silero is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._silero is not None:
+            return binary_logits(silero_probabilities(self._silero, x))
+        out = self.module(x)
+        if isinstance(out, tuple | list):
+            out = out[0]
+        adapter = self.spec.adapter
+        expected = {"logits": 2, "frame-logits": 3, "frame-probability": 2}[adapter]
+        if out.ndim != expected:
+            raise TargetModelError(f"{self.name}: adapter '{adapter}' expects a "
+                                   f"{expected}-D output, the model gave {tuple(out.shape)}")
+        return binary_logits(out) if adapter == "frame-probability" else out
+
+
+def binary_logits(probability: Tensor) -> Tensor:
+    """(B, N) probabilities of class 1 -> (B, N, 2) logits [log(1 - p), log(p)]."""
+    p = probability.clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return torch.stack([torch.log1p(-p), torch.log(p)], dim=-1)
+
+
+def _silero_step(module: nn.Module, name: str):
+    """The chunk function of a Silero VAD model: (x (B, 576), state (2, B, 128)) ->
+    (probability (B, 1), state)."""
+    core = getattr(module, "_model", None)
+    if core is not None:  # the TorchScript wrapper: its 16 kHz model is stateless
+        return lambda x, state: core(x, state)
+    names = list(getattr(module, "input_names", []))
+    if names[:3] == ["input", "state", "sr"]:  # the ONNX export, converted
+        rate = torch.tensor(SILERO_RATE, dtype=torch.int64)
+        return lambda x, state: module(x, state, rate)[:2]
+    raise TargetModelError(f"{name}: the silero-vad adapter needs Silero VAD's TorchScript "
+                           "model (with its _model) or its ONNX model (inputs input, state, sr)")
+
+
+def silero_probabilities(step, wave: Tensor) -> Tensor:
+    """(B, S) waveform at 16 kHz -> (B, S // 512) speech probabilities, differentiable."""
+    batch, samples = wave.shape
+    chunks = samples // SILERO_CHUNK
+    if chunks == 0:
+        raise TargetModelError(f"Silero VAD needs at least {SILERO_CHUNK} samples; got "
+                               f"{samples}")
+    context = wave.new_zeros(batch, SILERO_CONTEXT)
+    state = wave.new_zeros(SILERO_STATE[0], batch, SILERO_STATE[1])
+    out = []
+    for i in range(chunks):
+        chunk = wave[:, i * SILERO_CHUNK:(i + 1) * SILERO_CHUNK]
+        prob, state = step(torch.cat([context, chunk], dim=1), state)
+        context = chunk[:, -SILERO_CONTEXT:]
+        out.append(prob.reshape(batch))
+    return torch.stack(out, dim=1)
+
+
+def load_pretrained_target(spec: TargetSpec | str, sample_rate: int = SILERO_RATE
+                           ) -> PretrainedTarget:
+    """Load a pretrained target (a built-in name or a file) with its adapter."""
+    if isinstance(spec, str):
+        spec = TargetSpec.builtin(spec) if spec in BUILTIN_TARGETS else TargetSpec(spec)
+    path = resolve_source(spec.source)
+    module = load_module(path)
+    name = spec.source if spec.source in BUILTIN_TARGETS else path.name
+    return PretrainedTarget(module, spec, sample_rate, name, file_sha256(path))
