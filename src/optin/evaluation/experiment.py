@@ -45,7 +45,6 @@ report and figures beside it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -69,22 +68,22 @@ from optin.evaluation.attacker_families import (
     strongest,
     train_attacker,
 )
-from optin.evaluation.attackers import OutputOnlyConfig, chance_on_test, output_only_accuracy
+from optin.evaluation.attackers import chance_on_test
 from optin.evaluation.experiment_config import SWEPT_SYSTEM, ExperimentConfig, ExperimentError
-from optin.evaluation.keys import key_of
+from optin.evaluation.keys import key_of, key_of_dict
 from optin.evaluation.report import build_report
 from optin.evaluation.results import ATTACK_STATS, FAMILY_STATS
 from optin.evaluation.seed_vectors import SeedVectors
 from optin.evaluation.systems import SYSTEMS, SystemContext
+from optin.evaluation.target_judge import ClassifierJudge, TaskJudge
 from optin.evaluation.vector_world import run_adr
 from optin.training.classifier import (
-    Classifier,
-    evaluate_classifier,
     preset_config,
     train_classifier,
 )
 from optin.training.data import FeatureStore
 from optin.training.obfuscator_config import obfuscator_preset
+from optin.training.permitted import TargetChoice, load_tasks
 
 
 def stat(values: Sequence[float | None]) -> dict[str, Any] | None:
@@ -142,13 +141,11 @@ def prepare_manifest(config: ExperimentConfig, out: Path, data_root: Path | None
         path = data_dir / f"{config.name}-split.csv"
         manifest.write(path)
         manifest = Manifest.read(path)
-    for column in (config.permitted, *config.attacked):
+    trained = ([e["attribute"] for e in config.targets if "attribute" in e] if config.targets
+               else [config.permitted])  # with pretrained targets 'permitted' is only a name
+    for column in (*trained, *config.attacked):
         manifest.require_column(column)
     return manifest
-
-
-def key_of_dict(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _train_target(manifest: Manifest, attribute: str, models: Path, preset: str, seed: int,
@@ -173,13 +170,24 @@ def _accuracy(attacker: LoadedAttacker, manifest: Manifest,
     return value
 
 
-def _checked(result: dict[str, Any], what: str) -> dict[str, Any]:
-    """Refuse an evaluation that scored nothing or produced a non-number."""
-    value = result.get("utterance_accuracy")
-    if not result.get("utterances") or value is None or not math.isfinite(value):
-        raise ExperimentError(f"{what}: the evaluation produced no usable number "
-                              f"({result.get('utterances', 0)} utterances, accuracy {value})")
-    return result
+def _targets(config: ExperimentConfig, manifest: Manifest, models: Path, seed: int,
+             progress: bool) -> tuple[Path | None, list[TargetChoice] | None]:
+    """The experiment's target folder (one DeepSpeech2 T, the paper's setting) or its list of
+    permitted tasks (``targets:``: pretrained models and/or trained attributes)."""
+    if not config.targets:
+        return _train_target(manifest, config.permitted, models, config.preset, seed,
+                             config.classifier, progress), None
+    choices = []
+    for entry in config.targets:
+        weight = float(entry.get("weight", 1.0))
+        if "attribute" in entry:
+            folder = _train_target(manifest, entry["attribute"], models, config.preset, seed,
+                                   config.classifier, progress)
+            choices.append(TargetChoice(str(folder), weight))
+        else:
+            choices.append(TargetChoice(entry["model"], weight, entry.get("input", "waveform"),
+                                        entry.get("adapter", "logits")))
+    return None, choices
 
 
 def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
@@ -189,8 +197,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
     cache = FeatureCache.for_manifest(manifest)
     settings = config.attacker_settings
     log(f"seed {seed}: target model T for '{config.permitted}'")
-    target_dir = _train_target(manifest, config.permitted, models, config.preset, seed,
-                               config.classifier, progress)
+    target_dir, choices = _targets(config, manifest, models, seed, progress)
     originals: dict[str, dict[str, LoadedAttacker]] = {}
     original_scores: dict[str, dict[str, float]] = {}
     for attribute in config.attacked:
@@ -203,10 +210,14 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
             attacker = originals[attribute][family] = LoadedAttacker(family, folder)
             original_scores[attribute][family] = _accuracy(
                 attacker, manifest, None, f"original '{attribute}' {family} classifier")
-    target = Classifier.load(target_dir)
-    t_original = _checked(evaluate_classifier(target_dir, manifest, "test", progress=False,
-                                              classifier=target, return_predictions=True),
-                          "target on original test data")
+    judge: ClassifierJudge | TaskJudge
+    if choices is None:
+        judge = ClassifierJudge(target_dir, manifest)
+    else:
+        tasks = load_tasks(choices)
+        judge = TaskJudge(tasks, manifest, {
+            t.name: ClassifierJudge(t.fingerprint["path"], manifest)
+            for t in tasks.tasks if t.classifier is not None})
     needs_vectors = config.verification or any(SYSTEMS[s].world == "x-vector"
                                                for s in config.systems)
     vectors = (SeedVectors(manifest, models, config.preset, seed, config.xvector, progress, log)
@@ -215,7 +226,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
     for system, name, options in config.system_runs():
         spec = SYSTEMS[name]
         ctx = SystemContext(manifest, target_dir, models, config.preset, seed, options,
-                            progress, log, vectors)
+                            progress, log, vectors, choices)
         log(f"seed {seed}: fitting system '{system}'")
         if spec.world == "x-vector":
             result = run_adr(ctx, config.permitted, config.attacked)
@@ -228,15 +239,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         fitted = spec.fit(ctx)
         data = fitted.manifest or manifest
         log(f"seed {seed}: evaluating '{system}' on the test split")
-        t_protected = _checked(evaluate_classifier(
-            target_dir, data, "test", progress=False, classifier=target,
-            transform=fitted.transform, return_predictions=True),
-            f"target on '{system}' test data")
-        if t_protected["ids"] != t_original["ids"]:
-            raise ExperimentError(f"'{system}' protected test split does not hold the same "
-                                  "utterances as the original one")
-        same = [a == b for a, b in zip(t_original["predictions"], t_protected["predictions"],
-                                       strict=True)]
+        target_numbers = judge.on_system(system, data, fitted.transform)
         data_cache = FeatureCache.for_manifest(data) if fitted.manifest else cache
         train_store = FeatureStore(data.split("train"), data_cache, progress=False)
         test_store = FeatureStore(data.split("test"), data_cache, progress=False)
@@ -259,9 +262,8 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
                                           f"'{system}'"),
                     "informed_training": informed.training,
                 }
-            output_only = output_only_accuracy(target, train_store, test_store, attribute,
-                                               transform=fitted.transform,
-                                               config=OutputOnlyConfig(seed=seed))
+            output_only = judge.output_only(train_store, test_store, attribute,
+                                            fitted.transform, seed)
             best = strongest(per_family, settings.strength_margin)
             attacks[attribute] = {
                 "chance": chance_on_test(manifest, attribute),
@@ -276,9 +278,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         results[system] = {
             "label": label,
             "world": spec.world,
-            "target": {"original": t_original["utterance_accuracy"],
-                       "obfuscated": t_protected["utterance_accuracy"],
-                       "agreement": sum(same) / len(same)},
+            "target": target_numbers,
             "attacks": attacks,
             "info": fitted.info,
         }
@@ -329,8 +329,8 @@ def aggregate(config: ExperimentConfig, manifest: Manifest,
         runs = [per_seed[s][system] for s in seeds]
         systems[system] = {
             "label": runs[0]["label"],
-            "target": {k: stat([r["target"][k] for r in runs])
-                       for k in ("original", "obfuscated", "agreement")},
+            "target": {k: stat([r["target"].get(k) for r in runs])
+                       for k in runs[0]["target"]},
             "attacks": {a: _aggregate_attack([r["attacks"][a] for r in runs])
                         for a in config.attacked},
             "converged": [r["info"].get("converged") for r in runs],
@@ -400,9 +400,9 @@ def tidy_rows(config: ExperimentConfig, per_seed: dict[int, dict[str, Any]]
             base = {"experiment": config.name, "corpus": config.corpus, "split": "test",
                     "system": system, "seed": seed}
             for key, value in r["target"].items():
+                metric = next((m for m in ("agreement", "f1", "share") if m in key), "accuracy")
                 rows.append({**base, "attacker": f"target_{key}",
-                             "attribute": config.permitted, "metric": "accuracy"
-                             if key != "agreement" else "agreement", "value": value})
+                             "attribute": config.permitted, "metric": metric, "value": value})
             for attribute, attack in r["attacks"].items():
                 for attacker in ATTACK_STATS:
                     rows.append({**base, "attacker": attacker, "attribute": attribute,

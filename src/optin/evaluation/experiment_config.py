@@ -29,6 +29,7 @@ from optin.evaluation.attacker_families import (
     AttackerSettings,
 )
 from optin.evaluation.systems import SYSTEMS
+from optin.privacy.pretrained import BUILTIN_TARGETS, TargetSpec
 from optin.settings import FileName, OneOf, Rule, Setting, at_least, check_options, settings_of
 from optin.training.classifier import (
     PRESETS,
@@ -122,6 +123,7 @@ class ExperimentConfig:
     xvector: dict[str, Any] = field(default_factory=dict)
     attackers: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
     source: Path | None = None
 
     RANGES: ClassVar[dict[str, Rule]] = {
@@ -143,8 +145,10 @@ class ExperimentConfig:
                 fail(key, "expected at least one entry, got none")
             if len(set(items)) != len(items):
                 fail(key, f"an entry is given twice in {items!r}")
-        if len(self.attacked) > 2:
-            fail("attacked", f"expected one or two attributes, got {len(self.attacked)}")
+        if len(self.attacked) > 3:
+            fail("attacked", f"expected one to three attributes, got {len(self.attacked)}")
+        for i, entry in enumerate(self.targets):
+            _check_target(entry, f"{where}targets[{i}]")
         if self.permitted in self.attacked:
             fail("attacked", f"the permitted attribute '{self.permitted}' cannot also be "
                              "attacked")
@@ -213,6 +217,37 @@ class ExperimentConfig:
 
 
 TOP_LEVEL: dict[str, Setting] = settings_of(ExperimentConfig, exclude=("source",))
+
+
+TARGET_KEYS = {"attribute": str, "model": str, "input": str, "adapter": str,
+               "weight": (int, float)}
+
+
+def _check_target(entry: Any, where: str) -> None:
+    """One permitted task: ``{attribute: A}`` (a DeepSpeech2 T trained on A) or ``{model: M}``
+    (a pretrained file or built-in name, with ``input`` and ``adapter``), each with an optional
+    ``weight``."""
+    if not isinstance(entry, dict):
+        raise ExperimentError(f"{where}: expected a mapping like {{model: silero-vad}} or "
+                              f"{{attribute: speaker}}, got {entry!r}")
+    for key, value in entry.items():
+        if key not in TARGET_KEYS:
+            raise ExperimentError(f"{where}.{key}: unknown key (expected one of "
+                                  f"{', '.join(TARGET_KEYS)})")
+        if not isinstance(value, TARGET_KEYS[key]) or isinstance(value, bool):
+            raise ExperimentError(f"{where}.{key}: expected a {TARGET_KEYS[key]}, got {value!r}")
+    if ("attribute" in entry) == ("model" in entry):
+        raise ExperimentError(f"{where}: expected exactly one of attribute, model")
+    if "attribute" in entry and ({"input", "adapter"} & set(entry)):
+        raise ExperimentError(f"{where}: input and adapter apply to a model, not an attribute")
+    if entry.get("weight", 1.0) < 0:
+        raise ExperimentError(f"{where}.weight: must be >= 0, got {entry['weight']}")
+    try:
+        if "model" in entry and entry["model"] not in BUILTIN_TARGETS:
+            TargetSpec(entry["model"], entry.get("input", "waveform"),
+                       entry.get("adapter", "logits"))
+    except OptinError as err:
+        raise ExperimentError(f"{where}: {err}") from err
 
 
 def _check_data(data: dict[str, Any], where: str) -> None:

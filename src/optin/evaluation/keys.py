@@ -14,3 +14,8 @@ def key_of(settings: dict[str, Any], manifest: Manifest, *depends: str) -> str:
     blob = json.dumps({"settings": settings, "data": manifest.fingerprint(),
                        "depends": list(depends)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def key_of_dict(data: dict[str, Any]) -> str:
+    """12 hex digits identifying a plain settings dictionary."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

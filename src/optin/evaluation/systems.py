@@ -27,11 +27,13 @@ from optin.baselines.anonymize import anonymize_manifest
 from optin.baselines.mcadams import McAdamsConfig
 from optin.checkpoint import read_config
 from optin.corpora.manifest import Manifest
-from optin.evaluation.keys import key_of
+from optin.evaluation.keys import key_of, key_of_dict
 from optin.evaluation.seed_vectors import SeedVectors
 from optin.privacy.obfuscator import Obfuscator
+from optin.privacy.pretrained import file_sha256, resolve_source
 from optin.training.obfuscator import train_obfuscator
 from optin.training.obfuscator_config import obfuscator_preset
+from optin.training.permitted import TargetChoice
 
 
 @dataclass
@@ -44,7 +46,7 @@ class SystemContext:
     """
 
     manifest: Manifest
-    target_dir: Path
+    target_dir: Path | None
     models_dir: Path
     preset: str
     seed: int
@@ -52,6 +54,7 @@ class SystemContext:
     progress: bool
     log: Callable[[str], None]
     vectors: SeedVectors | None = None
+    targets: list[TargetChoice] | None = None  # several or pretrained targets (else target_dir)
 
 
 @dataclass
@@ -73,14 +76,28 @@ class FittedSystem:
 def fit_opt_in(ctx: SystemContext) -> FittedSystem:
     """The paper's opt-in obfuscator, trained against the frozen target model."""
     config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.options)
-    target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    if ctx.targets:
+        target: Any = ctx.targets
+        target_hash = key_of_dict({"targets": [
+            {"weights_sha256": _weights_hash(c), "weight": c.weight, "input": c.input,
+             "adapter": c.adapter} for c in ctx.targets]})
+    else:
+        assert ctx.target_dir is not None
+        target = ctx.target_dir
+        target_hash = read_config(ctx.target_dir)["weights_sha256"]
     out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
-    final = train_obfuscator(ctx.manifest, ctx.target_dir, out, config, progress=ctx.progress)
+    final = train_obfuscator(ctx.manifest, target, out, config, progress=ctx.progress)
     obfuscator = Obfuscator.load(out)
     return FittedSystem(obfuscator.obfuscate_features, out,
                         read_config(out / "obfuscator")["weights_sha256"],
                         {"converged": final.get("training", {}).get("converged"),
                          "model_dir": str(out)})
+
+
+def _weights_hash(choice: TargetChoice) -> str:
+    if choice.is_classifier:
+        return read_config(choice.source)["weights_sha256"]
+    return file_sha256(resolve_source(choice.source))
 
 
 def fit_opt_in_streaming(ctx: SystemContext) -> FittedSystem:

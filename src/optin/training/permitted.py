@@ -37,7 +37,6 @@ from optin.privacy.pretrained import (
 )
 from optin.training.classifier import Classifier
 
-
 DITHER_LEVEL = 1e-5  # about -100 dBFS
 
 
