@@ -160,8 +160,8 @@ class ContentReport:
         wer_protected_vs_original: protected audio vs the transcript of the original.
         counts: the edit counts behind each rate (same keys as the rates' names).
         skipped: ``(id, why)`` of each row left out (unreadable audio).
-        audio_seconds: original audio transcribed; decode_seconds: time spent recognising
-            (both sides).
+        audio_seconds: original audio transcribed; decoded_seconds: audio transcribed on
+            both sides; decode_seconds: time spent recognising it.
         transcripts: ``id -> {"reference", "original", "protected"}``.
         limits: what these numbers do not say.
     """
@@ -178,6 +178,7 @@ class ContentReport:
     counts: dict[str, EditCounts] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     audio_seconds: float = 0.0
+    decoded_seconds: float = 0.0
     decode_seconds: float = 0.0
     transcripts: dict[str, dict[str, str]] = field(default_factory=dict)
     limits: str = ""
@@ -195,6 +196,7 @@ class ContentReport:
                        for name, c in self.counts.items()},
             "skipped": [{"id": i, "why": why} for i, why in self.skipped],
             "audio_seconds": round(self.audio_seconds, 3),
+            "decoded_seconds": round(self.decoded_seconds, 3),
             "decode_seconds": round(self.decode_seconds, 3),
             "transcripts": self.transcripts, "limits": self.limits,
         }
@@ -215,9 +217,9 @@ class ContentReport:
             f"recognizer: {self.recognizer}; "
             + (f"{self.references} utterance(s) with a reference text"
                if self.references else "no usable reference text (only protected vs original)")
-            + (f"; {self.audio_seconds:.1f} s of original audio, decoding "
-               f"{self.decode_seconds / self.audio_seconds:.2f} s per second of audio"
-               if self.audio_seconds else ""),
+            + (f"; {self.audio_seconds:.1f} s of original audio, decoding took "
+               f"{self.decode_seconds / self.decoded_seconds:.2f} s per second of audio"
+               if self.decoded_seconds else ""),
         ]
         lines += [f"skipped {name}: {why}" for name, why in self.skipped[:20]]
         if len(self.skipped) > 20:
@@ -322,6 +324,7 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
         start = time.perf_counter()
         heard = recognizer.transcribe(wave, SAMPLE_RATE)
         decode = time.perf_counter() - start
+        decoded = len(wave) / SAMPLE_RATE
         heard_protected = None
         if has_side:
             try:
@@ -336,8 +339,10 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
             start = time.perf_counter()
             heard_protected = recognizer.transcribe(protected_wave, SAMPLE_RATE)
             decode += time.perf_counter() - start
+            decoded += len(protected_wave) / SAMPLE_RATE
         report.utterances += 1
         report.decode_seconds += decode
+        report.decoded_seconds += decoded
         report.audio_seconds += len(wave) / SAMPLE_RATE
         entry = {"original": heard}
         reference = normalize_words(row["text"]) if usable else []
