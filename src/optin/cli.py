@@ -320,6 +320,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _content(args: argparse.Namespace) -> int:
+    from optin.corpora.manifest import Manifest
+    from optin.evaluation.content import content_attack
+    from optin.files import write_json
+
+    if args.json:
+        prepare_out_file(args.json, "--json")
+    original = Manifest.read(args.original, check_files=False)
+    protected = Manifest.read(args.protected, check_files=False) if args.protected else None
+    report = content_attack(original, protected, split=args.split, limit=args.limit,
+                            progress=not args.quiet)
+    if args.json:
+        write_json(args.json, report.to_dict())
+    print(report.format())
+    return 0
+
+
 def _pair(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected MANIFEST_COLUMN=SOURCE_COLUMN, got '{text}'")
@@ -615,6 +632,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     p.add_argument("--port", type=_ranged(int, between(1, 65535)), default=8000)
     p.add_argument("--experiment", help="which experiment of the run (default: the largest)")
+
+    p = add(sub, "content", _content,
+            "content attack: word error rate of an offline recognizer (pocketsphinx, US "
+            "English) on original and protected audio")
+    p.add_argument("original", type=Path, help="manifest of the original corpus")
+    p.add_argument("--protected", type=Path,
+                   help="manifest of its protected copy, with the same ids (e.g. written by "
+                        "optin obfuscate or optin anonymize)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--limit", type=COUNT, help="attack only the first N rows of the split")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the report here")
     return parser
 
 
