@@ -133,10 +133,37 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
     from optin.training.obfuscator_config import ObfuscatorTrainConfig, obfuscator_preset
 
     config = obfuscator_preset(args.preset, **settings_given(args, ObfuscatorTrainConfig))
+    targets = target_choices_of(args)
     prepare_out_dir(args.out, "--out")
-    train_obfuscator(args.manifest, args.target, args.out, config, progress=not args.quiet,
+    train_obfuscator(args.manifest, targets, args.out, config, progress=not args.quiet,
                      cache_root=args.cache_dir)
     return 0
+
+
+def _per_item(values: list | None, count: int, default: object, flag: str) -> list:
+    """One value per item from a repeated option: none (default), one for all, or one each."""
+    if not values:
+        return [default] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ConfigError(f"{flag}: give it once for all or once per target ({count}), got "
+                          f"{len(values)}")
+    return values
+
+
+def target_choices_of(args: argparse.Namespace) -> list:
+    """The permitted tasks of ``optin train obfuscator`` from its --target* options."""
+    from optin.training.permitted import TargetChoice
+
+    sources = list(args.target)
+    files = [s for s in sources if not Path(s).is_dir()]
+    weights = _per_item(args.target_weight, len(sources), 1.0, "--target-weight")
+    inputs = iter(_per_item(args.target_input, len(files), "waveform", "--target-input"))
+    adapters = iter(_per_item(args.target_adapter, len(files), "logits", "--target-adapter"))
+    return [TargetChoice(s, w) if Path(s).is_dir() else
+            TargetChoice(s, w, next(inputs), next(adapters))
+            for s, w in zip(sources, weights, strict=True)]
 
 
 def _obfuscate(args: argparse.Namespace) -> int:
@@ -500,7 +527,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = add(tsub, "obfuscator", _train_obfuscator,
             "train the opt-in obfuscator against a deobfuscator (works under torchrun)")
     p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--target", type=Path, required=True, help="the target model's checkpoint")
+    p.add_argument("--target", "--target-model", dest="target", action="append", required=True,
+                   metavar="TARGET",
+                   help="a permitted task (repeat for several; L_t is their weighted sum): a "
+                        "DeepSpeech2 target folder (optin train target), a TorchScript or ONNX "
+                        "file (the app's own model), or silero-vad (Silero VAD from its wheel)")
+    p.add_argument("--target-input", action="append", choices=["waveform", "spectrogram"],
+                   help="what a file target reads (default waveform; once for all, or once per "
+                        "file target)")
+    p.add_argument("--target-adapter", action="append",
+                   choices=["logits", "frame-logits", "frame-probability", "silero-vad"],
+                   help="how a file target's output becomes class scores (default logits: "
+                        "(B, K) per utterance; once for all, or once per file target)")
+    p.add_argument("--target-weight", action="append", type=float,
+                   help="w_i of each target in L_t (default 1; once for all, or once per target)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--preset", choices=["quick", "paper"], default="quick")
     if training:

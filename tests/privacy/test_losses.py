@@ -60,3 +60,21 @@ def test_objective_and_agreement():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]])
     y = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
     assert agreement(x, y).item() == pytest.approx(2 / 3)
+
+
+def test_frame_target_loss_averages_valid_frames_by_hand():
+    from optin.privacy.losses import frame_agreement, frame_target_loss
+
+    original = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [5.0, 0.0]]])  # (1, 3, 2)
+    obfuscated = torch.tensor([[[0.0, 1.0], [0.0, 1.0], [0.0, 9.0]]])
+    mask = torch.tensor([[True, True, False]])  # the third frame is padding
+    per_frame = [target_loss(obfuscated[:, i], original[:, i]) for i in range(2)]
+    expected = (per_frame[0] + per_frame[1]) / 2
+    assert frame_target_loss(obfuscated, original, mask).item() == pytest.approx(
+        expected.item())
+    hard = frame_target_loss(obfuscated, original, mask, hard=True)
+    assert hard.item() == pytest.approx(
+        (target_loss(obfuscated[:, 0], original[:, 0], hard=True)
+         + target_loss(obfuscated[:, 1], original[:, 1], hard=True)).item() / 2)
+    assert frame_agreement(obfuscated, original, mask).item() == pytest.approx(0.5)
+    assert frame_agreement(obfuscated, original).item() == pytest.approx(1 / 3)
