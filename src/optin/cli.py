@@ -394,6 +394,7 @@ COUNT = _ranged(int, at_least(1))  # processes, threads, repetitions, iterations
 NON_NEGATIVE = _ranged(int, at_least(0))  # seeds, warm-up runs
 POSITIVE = _ranged(float, above(0))  # durations
 SHARE = _ranged(float, between(0, 1, high_open=True))  # split fractions
+WEIGHT = _ranged(float, at_least(0))  # loss weights
 
 
 # ClassifierTrainConfig fields set otherwise: --attribute (required) and the sub-command (role)
@@ -539,7 +540,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    choices=["logits", "frame-logits", "frame-probability", "silero-vad"],
                    help="how a file target's output becomes class scores (default logits: "
                         "(B, K) per utterance; once for all, or once per file target)")
-    p.add_argument("--target-weight", action="append", type=float,
+    p.add_argument("--target-weight", action="append", type=WEIGHT,
                    help="w_i of each target in L_t (default 1; once for all, or once per target)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--preset", choices=["quick", "paper"], default="quick")

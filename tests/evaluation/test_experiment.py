@@ -142,14 +142,18 @@ def test_config_errors_name_the_field(tmp_path):
 
 def test_shipped_configs_parse():
     configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
-    assert len(configs) == 17
+    assert len(configs) == 19
     names = {ExperimentConfig.read(p).name for p in configs}
-    assert len(names) == 17
+    assert len(names) == 19
     for corpus in ("ravdess", "emovdb", "librispeech", "voxceleb2", "builtin"):
         assert f"{corpus}-fig3a" in names and f"{corpus}-fig3b" in names
     assert {"ravdess-fig4", "emovdb-fig4", "builtin-fig4"} <= names
     streaming = ExperimentConfig.read(configs[0].parent / "builtin-streaming.yaml")
     assert streaming.systems == ["opt-in", "opt-in-streaming"]
+    for corpus in ("builtin", "emodb"):  # the worked example: Silero VAD, three attributes
+        vad = ExperimentConfig.read(configs[0].parent / f"{corpus}-silero-vad.yaml")
+        assert vad.targets == [{"model": "silero-vad"}]
+        assert vad.attacked == ["speaker", "gender", "emotion"]
 
 
 def test_real_corpus_configs_import_under_data_root(tmp_path):

@@ -122,7 +122,8 @@ def _experiment_section(exp: dict[str, Any], figure: str) -> list[str]:
         lines += ["", "Synthetic speech (built-in corpus): not results on human speech."]
 
     permitted = exp.get("permitted") or "target task"
-    extra = [k for k in dict.fromkeys(k for s in systems.values() for k in s.get("target", {}))
+    extra = [k for k in dict.fromkeys(k for s in systems.values()
+                                 for k in (s.get("target") or {}))
              if k not in TARGET_STATS and k != "unmodified_on_protected"]
     if extra:  # pretrained or several permitted tasks: more than T's accuracy
         lines += ["", f"Target task ({permitted}) on the test split. A pretrained target is "

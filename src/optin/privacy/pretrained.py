@@ -33,10 +33,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import onnx
 import torch
 from torch import Tensor, nn
 
 from optin.errors import ConfigError
+from optin.models.onnx_graph import OnnxGraphModule, UnsupportedOnnxModel
 
 Adapter = Literal["logits", "frame-logits", "frame-probability", "silero-vad"]
 ADAPTERS: tuple[str, ...] = ("logits", "frame-logits", "frame-probability", "silero-vad")
@@ -125,10 +127,6 @@ def load_module(path: Path) -> nn.Module:
 
 
 def _load_onnx(path: Path) -> nn.Module:
-    import onnx
-
-    from optin.models.onnx_graph import OnnxGraphModule, UnsupportedOnnxModel
-
     try:
         proto = onnx.load(str(path))
     except Exception as err:
