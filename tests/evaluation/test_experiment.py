@@ -271,3 +271,30 @@ def test_streaming_system_beside_the_paper_obfuscator(tmp_path):
     for system in stored["systems"].values():
         assert 0.0 <= system["attacks"]["gender"]["informed"]["mean"] <= 1.0
     assert "streaming (causal)" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_silero_vad_permitted_beside_mcadams(tmp_path):
+    """The worked example in small: the app's own pretrained model (Silero VAD, from its wheel,
+    offline) is the permitted task; both systems are judged by its frame agreement and F1, and
+    attacked with the output-only attacker on its answers."""
+    config = ExperimentConfig.from_dict({
+        "name": "tiny-vad", "corpus": "builtin",
+        "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
+        "protocol": "manifest", "permitted": "voice-activity",
+        "targets": [{"model": "silero-vad"}], "attacked": ["gender"],
+        "systems": ["opt-in", "mcadams"], "preset": "quick", "seeds": [0],
+        "verification": False, "classifier": TINY_CLASSIFIER,
+        "obfuscator": {**TINY_OBFUSCATOR, "obfuscator_residual": True, "optimizer": "adam",
+                       "lr": 1e-3}, "attackers": {"epochs": 2, "patience": 1}})
+    run_experiment(config, tmp_path, progress=False)
+    (stored,) = json.loads((tmp_path / "results.json").read_text())["experiments"]
+    opt_in, mcadams = stored["systems"]["opt-in"], stored["systems"]["mcadams"]
+    # a residual obfuscator starts from the identity: VAD keeps its answers
+    assert opt_in["target"]["agreement_input_phase"]["mean"] >= 0.9
+    for system in (opt_in, mcadams):
+        assert system["target"]["original"]["mean"] == 1.0
+        assert 0.5 <= system["target"]["f1"]["mean"] <= 1.0
+        assert 0.0 <= system["attacks"]["gender"]["output_only"]["mean"] <= 1.0
+    assert not list((tmp_path / "models").glob("target-*"))  # nothing trained for T
+    assert "agreement_input_phase" in (tmp_path / "report.md").read_text()
