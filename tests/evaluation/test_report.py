@@ -91,7 +91,7 @@ def test_format_stat():
      .pop("mean"), "systems['opt-in'].attacks['gender'].informed: STAT without 'mean'"),
     (lambda d: d["experiments"][0]["systems"]["adr"]["target"].update(original={"mean": "x"}),
      "systems['adr'].target.original.mean"),
-    (lambda d: d["experiments"][0].update(attacked=["gender", "emotion", "speaker"]),
+    (lambda d: d["experiments"][0].update(attacked=["gender", "emotion", "speaker", "age"]),
      "experiments[0] ('builtin-fig3a').attacked"),
     (lambda d: d["experiments"].append(d["experiments"][0]), "'builtin-fig3a' is not unique"),
 ])

@@ -13,7 +13,7 @@ A config (see ``configs/``)::
     protocol: same-speakers             # split protocol, or "manifest" to keep the manifest's
     split_seed: 0
     permitted: speaker                  # the target task T
-    attacked: [gender]                  # one or two attributes
+    attacked: [gender]                  # one to three attributes
     systems: [opt-in, adr, mcadams]     # protection systems (see optin.evaluation.systems)
     preset: quick                       # quick | paper, for every model
     seeds: [0]

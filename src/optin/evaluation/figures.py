@@ -10,6 +10,8 @@ Figures (matplotlib, explicit :class:`~matplotlib.figure.Figure` objects, no pyp
   unprotected target accuracy (T on original). A point with a null coordinate is not drawn.
 * two attacked attributes (paper Fig. 4): X = accuracy on the first, Y = on the second, the
   same four markers per system from the same attacker, dashed lines at both chance levels.
+  With three attacked attributes the figure is drawn for the first two (the same layout); the
+  third is in the report's tables.
 
 Error bars (std) are drawn only where a coordinate has several seeds. Artist ids (``gid``),
 for tests and for the SVG: ``"<system>/<attacker>"`` for a marker (attacker in
@@ -147,7 +149,7 @@ def reference_lines(experiment: dict[str, Any]) -> list[ReferenceLine]:
         return {k: float(v["mean"]) for k, v in found.items() if v is not None}
 
     lines = _lines_for(chance(attacked[0]), True, f"chance/{attacked[0]}")
-    if len(attacked) == 2:
+    if len(attacked) >= 2:  # a third attribute is in the report's tables only
         return lines + _lines_for(chance(attacked[1]), False, f"chance/{attacked[1]}")
     target = {k: stat_of(s.get("target"), "original") for k, s in systems.items()}
     unprotected = {k: float(v["mean"]) for k, v in target.items() if v is not None}
@@ -240,7 +242,7 @@ def _legend_handles(attackers: set[str], systems: dict[str, str], kinds: set[int
     dashed = {1: "chance (vertical), unprotected\ntarget accuracy (horizontal)",
               2: "chance levels"}
     handles += [Line2D([], [], linestyle="--", color=_REFERENCE_COLOUR, label=dashed[k])
-                for k in sorted(kinds)]
+                for k in sorted({min(k, 2) for k in kinds})]
     return handles
 
 

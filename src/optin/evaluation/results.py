@@ -18,7 +18,7 @@ The results interface (``results.json``)::
           "manifest": "/path/m.csv", "manifest_fingerprint": "sha256...",
           "protocol": "same-speakers",
           "permitted": "speaker",
-          "attacked": ["gender"],             # one or two attributes
+          "attacked": ["gender"],             # one to three attributes
           "preset": "quick",
           "seeds": [0, 1, 2],
           "wall_seconds": 812.4,
@@ -126,9 +126,9 @@ def _check_experiment(exp: Any, where: str) -> None:
         raise ResultsError(f"{where}.name: missing or not a non-empty string")
     where = f"{where} ({name!r})"
     attacked = exp.get("attacked")
-    if (not isinstance(attacked, list) or not 1 <= len(attacked) <= 2
+    if (not isinstance(attacked, list) or not 1 <= len(attacked) <= 3
             or not all(isinstance(a, str) and a for a in attacked)):
-        raise ResultsError(f"{where}.attacked: expected a list of one or two attribute names, "
+        raise ResultsError(f"{where}.attacked: expected a list of one to three attribute names, "
                            f"got {attacked!r}")
     systems = exp.get("systems")
     if not isinstance(systems, dict):
