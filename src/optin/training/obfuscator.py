@@ -501,9 +501,11 @@ def format_evaluation(evaluation: dict[str, Any], summary: dict[str, Any]) -> st
              f"{summary['converged']} ({summary['reason']})"]
     if "target_original" in evaluation:
         o, x = evaluation["target_original"], evaluation["target_obfuscated"]
+        first = next((t for t in evaluation.get("tasks", {}).values()
+                      if "target_original" in t), evaluation)  # its own, not the lowest
         lines.append(f"test: target accuracy original {o['utterance_accuracy']:.3f}, obfuscated "
                      f"{x['utterance_accuracy']:.3f} (chance {o['chance']:.3f}); agreement "
-                     f"T(X~)=T(X) {evaluation['agreement']:.3f}; deobfuscator reconstruction "
+                     f"T(X~)=T(X) {first['agreement']:.3f}; deobfuscator reconstruction "
                      f"MSE {evaluation['deobfuscator_mse']:.4f}")
     for name, task in evaluation.get("tasks", {}).items():
         if "f1" in task:
