@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optin.audio.features import features_to_wave, to_waveform
 from optin.audio.io import load_audio
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest
@@ -34,7 +33,7 @@ from optin.metrics.classification import accuracy
 from optin.training.classifier import Classifier, evaluate_classifier
 from optin.training.data import FeatureStore
 from optin.training.permitted import PermittedTask, TaskSet, compare_answers
-from optin.training.wave_data import PhaseStore
+from optin.training.wave_data import PhaseStore, heard_waves
 
 GRIFFIN_LIM_ITERS = 32
 Transform = Callable[[Tensor], Tensor] | None
@@ -111,6 +110,7 @@ class TaskJudge:
                        for split in ("train", "test")}
         self.phases = {s: PhaseStore(store, tasks.features) for s, store in self.stores.items()}
         self._original: dict[tuple[str, str], list[Tensor]] = {}
+        self._heard: dict[tuple[str, str, Any], dict[str, list[Tensor]]] = {}
 
     def answers_original(self, task: PermittedTask, split: str) -> list[Tensor]:
         key = (task.name, split)
@@ -121,15 +121,25 @@ class TaskJudge:
         return self._original[key]
 
     def answers_protected(self, task: PermittedTask, split: str, data: Manifest,
-                          transform: Transform, input_phase: bool = False) -> list[Tensor]:
-        """The task's answers on the protected version of each utterance of ``split``."""
+                          transform: Transform, kind: str = "griffin_lim") -> list[Tensor]:
+        """The task's answers on the protected version of each utterance of ``split``:
+        ``kind`` griffin_lim (as an app hears obfuscated features) or input_phase (as in
+        training). Computed once per task, split and protection (both kinds in one pass)."""
+        source = transform if transform is not None else str(data.source)
+        key = (task.name, split, source)
+        if key not in self._heard:
+            self._heard[key] = self._hear(task, split, data, transform)
+        return self._heard[key][kind]
+
+    def _hear(self, task: PermittedTask, split: str, data: Manifest,
+              transform: Transform) -> dict[str, list[Tensor]]:
         store, phases = self.stores[split], self.phases[split]
         if transform is None:  # a protected audio copy (same ids) or the original itself
             rows = {r["id"]: r for r in data.split(split).rows}
             missing = [r["id"] for r in store.manifest.rows if r["id"] not in rows]
             if missing:
                 raise ExperimentError(f"protected split '{split}' lacks {len(missing)} id(s), "
-                                 f"first '{missing[0]}'")
+                                      f"first '{missing[0]}'")
             cfg = self.tasks.features
             cache = FeatureCache.for_manifest(data, cfg)
             out = []
@@ -138,23 +148,18 @@ class TaskJudge:
                 wave = torch.from_numpy(load_audio(path, cfg.sample_rate, cfg.volume,
                                                    cfg.target_dbfs, allow_silence=True))
                 out.append(self.tasks.utterance_scores(task, cache.load(path).features, wave))
-            return out
-        out = []
+            return {"griffin_lim": out}
+        heard: dict[str, list[Tensor]] = {"griffin_lim": [], "input_phase": []}
         for i in range(len(store)):
-            utt = phases.utterance(i)
             obf = transform(store.features(i))
-            wave = None
-            if task.input == "waveform":
-                if input_phase:
-                    wave = features_to_wave(obf[None], torch.tensor([utt.mean]),
-                                            torch.tensor([utt.std]), utt.phase[None],
-                                            self.tasks.features, length=len(utt.wave))[0]
-                else:
-                    wave = torch.from_numpy(to_waveform(
-                        obf, utt.mean, utt.std, config=self.tasks.features,
-                        n_samples=len(utt.wave), n_iter=GRIFFIN_LIM_ITERS))
-            out.append(self.tasks.utterance_scores(task, obf, wave))
-        return out
+            if task.input != "waveform":
+                heard["griffin_lim"].append(self.tasks.utterance_scores(task, obf, None))
+                continue
+            waves = heard_waves(obf, phases.utterance(i), self.tasks.features,
+                                GRIFFIN_LIM_ITERS)
+            for kind, wave in waves.items():
+                heard[kind].append(self.tasks.utterance_scores(task, obf, wave))
+        return heard
 
     def on_system(self, name: str, data: Manifest, transform: Transform) -> dict[str, float]:
         numbers: dict[str, float] = {}
@@ -171,7 +176,7 @@ class TaskJudge:
                         "positive_share": heard["positive_share"]}
                 if transform is not None and task.input == "waveform":
                     trained = compare_answers(list(zip(original, self.answers_protected(
-                        task, "test", data, transform, input_phase=True), strict=True)))
+                        task, "test", data, transform, "input_phase"), strict=True)))
                     part.update(agreement_input_phase=trained["agreement"],
                                 f1_input_phase=trained["f1"])
             agreements.append(part["agreement"])

@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from optin.audio.features import FeatureConfig, features_to_wave, to_waveform
+from optin.audio.features import FeatureConfig
 from optin.audio.segments import SegmentConfig
 from optin.checkpoint import (
     load_model,
@@ -99,7 +99,12 @@ from optin.training.permitted import (
 )
 from optin.training.records import check_run_settings, write_metrics
 from optin.training.runs import SnapshotTimer
-from optin.training.wave_data import PhasedCropDataset, PhaseStore, collate_phased
+from optin.training.wave_data import (
+    PhasedCropDataset,
+    PhaseStore,
+    collate_phased,
+    heard_waves,
+)
 
 L_T_TOLERANCE = 0.05  # nats: largest spread of validation L_t over the window for "converged"
 
@@ -475,17 +480,12 @@ def _pretrained_evaluation(tasks: TaskSet, task: PermittedTask, store: FeatureSt
         obf = obfuscator.obfuscate_features(feats[None])
         utt = phases.utterance(i)
         if task.input == "waveform":
-            stats = (torch.tensor([utt.mean], device=device),
-                     torch.tensor([utt.std], device=device))
-            with torch.no_grad():
-                wave_in = features_to_wave(obf, *stats, utt.phase[None].to(device),
-                                           tasks.features, length=utt.wave.shape[0])[0]
-            wave_gl = torch.from_numpy(to_waveform(
-                obf[0].cpu(), utt.mean, utt.std, config=tasks.features,
-                n_samples=utt.wave.shape[0], n_iter=griffin_lim_iters)).to(device)
+            heard = heard_waves(obf[0], utt, tasks.features, griffin_lim_iters)
             original = tasks.utterance_scores(task, feats, utt.wave.to(device))
-            input_phase.append((original, tasks.utterance_scores(task, obf[0], wave_in)))
-            griffin.append((original, tasks.utterance_scores(task, obf[0], wave_gl)))
+            input_phase.append((original, tasks.utterance_scores(task, obf[0],
+                                                                 heard["input_phase"])))
+            griffin.append((original, tasks.utterance_scores(task, obf[0],
+                                                             heard["griffin_lim"])))
         else:
             original = tasks.utterance_scores(task, feats, None)
             input_phase.append((original, tasks.utterance_scores(task, obf[0], None)))

@@ -95,7 +95,7 @@ def validate(obfuscator: ObfuscatorNetwork, deobfuscator: Deobfuscator, tasks: T
     for k, task in enumerate(tasks.tasks):
         lt, sa, ns, ua, nu, lc = sums[3 + 6 * k: 9 + 6 * k]
         task_lt = lt / max(ns, 1.0)
-        out["L_t"] += task_lt if task.weight == 1.0 else task.weight * task_lt
+        out["L_t"] += task.weight * task_lt
         seg.append(sa / max(ns, 1.0))
         utt_agree.append(ua / max(nu, 1.0))
         l_c += lc / max(ns, 1.0)

@@ -197,7 +197,7 @@ class TaskSet:
                 agree[task.name] = float(agreement(t_obf.detach(), t_orig))
                 if classes_logits is None:
                     classes_logits = t_orig
-            weighted = loss if task.weight == 1.0 else task.weight * loss
+            weighted = task.weight * loss  # x 1.0 is exact: one task gives L_t itself
             total = weighted if total is None else total + weighted
         assert total is not None
         return total, agree, classes_logits
@@ -230,31 +230,29 @@ def load_tasks(targets: str | os.PathLike | TargetChoice | Sequence[Any],
                device: torch.device | str = "cpu") -> TaskSet:
     """Load every permitted task; DeepSpeech2 targets must share their feature settings."""
     choices = target_choices(targets)
-    tasks: list[PermittedTask] = []
+    tasks: list[PermittedTask | None] = [None] * len(choices)
     features: FeatureConfig | None = None
-    for choice in choices:
+    for i, choice in enumerate(choices):  # DeepSpeech2 targets first: they fix the features
         if choice.is_classifier:
             clf = Classifier.load(choice.source, features=features, device=device)
             features = clf.features
             config = read_config(choice.source)
             labels = config.get("labels", {})
-            tasks.append(PermittedTask(
+            tasks[i] = PermittedTask(
                 str(labels.get("attribute")), choice.weight, "utterance", "spectrogram",
                 {"path": str(Path(choice.source)), "weights_sha256": config.get("weights_sha256"),
                  "attribute": labels.get("attribute"), "classes": labels.get("classes")},
-                classifier=clf, model=clf.model))
+                classifier=clf, model=clf.model)
     features = features or FeatureConfig()
-    for choice in choices:
-        if choice.is_classifier:
-            continue
-        target = load_pretrained_target(choice.spec(), features.sample_rate).to(device)
-        tasks.append(PermittedTask(
-            target.name, choice.weight, target.level, target.spec.input,
-            {"path": choice.source, "weights_sha256": target.sha256, "attribute": target.name,
-             "adapter": target.spec.adapter, "classes": None}, pretrained=target))
-    order = {c.source: i for i, c in enumerate(choices)}
-    tasks.sort(key=lambda t: order.get(t.fingerprint["path"], 0))
-    return TaskSet(tasks, features)
+    for i, choice in enumerate(choices):
+        if not choice.is_classifier:
+            target = load_pretrained_target(choice.spec(), features.sample_rate).to(device)
+            tasks[i] = PermittedTask(
+                target.name, choice.weight, target.level, target.spec.input,
+                {"path": choice.source, "weights_sha256": target.sha256,
+                 "attribute": target.name, "adapter": target.spec.adapter, "classes": None},
+                pretrained=target)
+    return TaskSet([t for t in tasks if t is not None], features)
 
 
 def compare_answers(pairs: Sequence[tuple[Tensor, Tensor]]) -> dict[str, float]:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
+from optin.audio.features import (
+    FeatureConfig,
+    SpectrogramFrontEnd,
+    features_to_wave,
+    to_waveform,
+)
 from optin.audio.io import load_audio
 from optin.training.data import FeatureStore, RandomCropDataset
 
@@ -40,6 +45,7 @@ class PhaseStore:
         self.features = features
         self.frontend = SpectrogramFrontEnd(features)
         self._waves: dict[int, Tensor] = {}
+        self._stats: dict[int, tuple[float, float]] = {}
         self._budget = PRELOAD_AUDIO_BYTES
 
     def __len__(self) -> int:
@@ -61,8 +67,25 @@ class PhaseStore:
         wave = self.wave(index)
         with torch.no_grad():
             phase = torch.angle(self.frontend.stft(wave[None]))[0]
-        spec = self.store.cache.load(self.store.paths[index], compute=False)
-        return Utterance(wave, phase, spec.mean, spec.std)
+        if index not in self._stats:  # read once: training asks at every draw
+            spec = self.store.cache.load(self.store.paths[index], compute=False)
+            self._stats[index] = (spec.mean, spec.std)
+        return Utterance(wave, phase, *self._stats[index])
+
+
+def heard_waves(features: Tensor, utt: Utterance, config: FeatureConfig,
+                griffin_lim_iters: int = 32) -> dict[str, Tensor]:
+    """What an app hears of (obfuscated) features (F, T) of ``utt``: ``griffin_lim`` (as
+    ``optin obfuscate`` writes it) and ``input_phase`` (the input's phase, as in training),
+    each (N,) with the utterance's length."""
+    device = features.device
+    stats = torch.tensor([utt.mean], device=device), torch.tensor([utt.std], device=device)
+    with torch.no_grad():
+        with_phase = features_to_wave(features[None], *stats, utt.phase[None].to(device),
+                                      config, length=len(utt.wave))[0]
+    griffin = torch.from_numpy(to_waveform(features.cpu(), utt.mean, utt.std, config=config,
+                                           n_samples=len(utt.wave), n_iter=griffin_lim_iters))
+    return {"griffin_lim": griffin.to(device), "input_phase": with_phase}
 
 
 class PhasedCropDataset(RandomCropDataset):
