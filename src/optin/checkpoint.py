@@ -34,6 +34,7 @@ from optin.errors import ConfigError, OptinError
 from optin.files import removed_on_failure, write_bytes, write_json
 from optin.models.causal_obfuscator import CausalObfuscator, CausalObfuscatorConfig
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+from optin.models.decision_template import DecisionTemplateConfig, DecisionTemplateProtector
 from optin.models.deepspeech2 import DeepSpeech2Classifier, DeepSpeech2Config
 from optin.models.xvector import XVector, XVectorConfig
 from optin.settings import StrictConfig
@@ -241,6 +242,8 @@ MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
               lambda arch, config: Generator(arch)),
     ModelKind("causal-obfuscator", CausalObfuscatorConfig,
               lambda arch, config: CausalObfuscator(arch)),
+    ModelKind("decision-template", DecisionTemplateConfig,
+              lambda arch, config: DecisionTemplateProtector(arch)),
     ModelKind("xvector", XVectorConfig, lambda arch, config: XVector(arch),
               outputs="n_speakers", class_word="speaker"),
 )}

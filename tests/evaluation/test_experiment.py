@@ -298,3 +298,27 @@ def test_silero_vad_permitted_beside_mcadams(tmp_path):
         assert 0.0 <= system["attacks"]["gender"]["output_only"]["mean"] <= 1.0
     assert not list((tmp_path / "models").glob("target-*"))  # nothing trained for T
     assert "agreement_input_phase" in (tmp_path / "report.md").read_text()
+
+
+def test_the_limit_and_its_student_beside_each_other(tmp_path, one_thread):
+    """``opt-in-limit`` (T's copy decides) and ``opt-in-templates`` (a student of T decides)
+    are fitted, judged and attacked like any system; the limit keeps T's every answer and its
+    informed attacker learns no more than T's answers give (excess near 0)."""
+    config = ExperimentConfig.from_dict({
+        "name": "tiny-limit", "corpus": "builtin",
+        "data": {"synth": {"quick": True, "speakers": 4, "sentences": 3}},
+        "protocol": "manifest", "permitted": "speaker", "attacked": ["gender"],
+        "systems": ["opt-in-limit", "opt-in-templates"], "preset": "quick", "seeds": [0],
+        "verification": False, "classifier": TINY_CLASSIFIER,
+        "templates": {"steps": 30, "check_every": 10, "student_steps": 60,
+                      "student_channels": 4, "student_hidden": 16, "student_layers": 1},
+        "attackers": {"epochs": 2, "patience": 1}})
+    run_experiment(config, tmp_path, progress=False)
+    (stored,) = json.loads((tmp_path / "results.json").read_text())["experiments"]
+    limit, student = stored["systems"]["opt-in-limit"], stored["systems"]["opt-in-templates"]
+    assert limit["target"]["agreement"]["mean"] == 1.0
+    assert limit["attacks"]["gender"]["excess_leakage"]["mean"] <= 0.2
+    assert 0.0 <= student["target"]["agreement"]["mean"] <= 1.0
+    assert "excess_leakage" in student["attacks"]["gender"]
+    report = (tmp_path / "report.md").read_text()
+    assert "opt-in limit" in report and "frontier" in report

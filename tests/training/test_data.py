@@ -11,6 +11,7 @@ from optin.corpora import LabelEncoder, Manifest
 from optin.corpora.feature_cache import FeatureCache
 from optin.training.data import (
     BalancedSampler,
+    CropTraining,
     FeatureStore,
     RandomCropDataset,
     collate_segments,
@@ -59,3 +60,20 @@ def test_eval_batches_cover_every_segment_once(quick_corpus):
     assert len(seen) == segment_count(store, segments)
     assert torch.equal(seen, torch.sort(seen).values)  # utterances stay in order
     assert set(seen.tolist()) == set(range(len(store)))
+
+
+def test_crop_training_never_makes_a_batch_of_one(tmp_path):
+    """A last batch of a single crop cannot train a batch-norm model: one draw is added."""
+    from tests.conftest import write_tiny_corpus
+
+    manifest = Manifest.read(write_tiny_corpus(tmp_path))
+    store = FeatureStore(manifest, FeatureCache.for_manifest(manifest), progress=False)
+    labels = [0, 1, 0, 1]
+    odd = CropTraining.build(store, labels, SegmentConfig(20, 10), batch_size=4,
+                             draws_per_epoch=9, seed=0, balanced=False)
+    assert odd.sampler.draws == 10 and odd.steps == 3
+    sizes = [len(x) for x, _, _ in odd.loader(0)]
+    assert sizes == [4, 4, 2]
+    even = CropTraining.build(store, labels, SegmentConfig(20, 10), batch_size=4,
+                              draws_per_epoch=10, seed=0, balanced=False)
+    assert even.sampler.draws == 10

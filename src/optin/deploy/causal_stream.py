@@ -179,6 +179,7 @@ def open_stream(obfuscator: Obfuscator, chunk_ms: float | None = None,
     default PyTorch), windowed for the paper's. ``windowed`` (``window_ms``, ``lookahead_ms``,
     ``mean``, ``std``) apply to the windowed stream only; given for a causal network they are
     refused, as is a ``stepper`` for the paper's."""
+    obfuscator.refuse_whole_utterance("streaming")
     if obfuscator.streaming_native:
         given = sorted(k for k, v in windowed.items() if v is not None)
         if given:

@@ -268,6 +268,7 @@ def export_onnx(
         check: run the file in ONNX Runtime and compare with PyTorch (``report.parity``).
     """
     obfuscator, source = resolve_obfuscator(model)
+    obfuscator.refuse_whole_utterance("ONNX export")
     if obfuscator.streaming_native:
         raise ConfigError("this is a causal obfuscator: export it with --streaming "
                           "(export_streaming); its step graph run once on a whole utterance "

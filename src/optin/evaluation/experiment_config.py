@@ -36,6 +36,7 @@ from optin.training.classifier import (
     ClassifierTrainConfig,
     preset_config,
 )
+from optin.training.decision_templates import TemplateTrainConfig
 from optin.training.obfuscator_config import ObfuscatorTrainConfig, obfuscator_preset
 from optin.training.xvector import XVectorTrainConfig
 from optin.training.xvector import preset_config as xvector_preset
@@ -79,6 +80,8 @@ def _sections() -> dict[str, Section]:
                            lambda o, top: xvector_preset(top["preset"], **o)),
         "adr": _adr_section(),
         "mcadams": Section(settings_of(McAdamsConfig), lambda o, top: McAdamsConfig.from_dict(o)),
+        "templates": Section(settings_of(TemplateTrainConfig, exclude=("seed",)),
+                             lambda o, top: TemplateTrainConfig.from_dict(o)),
         "attackers": Section(settings_of(AttackerSettings),
                              lambda o, top: AttackerSettings.from_dict(o)),
     }
@@ -119,6 +122,7 @@ class ExperimentConfig:
     classifier: dict[str, Any] = field(default_factory=dict)
     obfuscator: dict[str, Any] = field(default_factory=dict)
     mcadams: dict[str, Any] = field(default_factory=dict)
+    templates: dict[str, Any] = field(default_factory=dict)
     adr: dict[str, Any] = field(default_factory=dict)
     xvector: dict[str, Any] = field(default_factory=dict)
     attackers: dict[str, Any] = field(default_factory=dict)

@@ -60,7 +60,8 @@ MARKER_LABELS: dict[str, str] = {
     "output_only": "output-only attacker (leakage floor)",
 }
 SYSTEM_COLOURS: dict[str, str] = {"opt-in": "tab:blue", "adr": "tab:orange",
-                                  "mcadams": "tab:green"}
+                                  "mcadams": "tab:green", "opt-in-limit": "tab:purple",
+                                  "opt-in-templates": "tab:red"}
 _SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
                   "tab:gray")
 _REFERENCE_COLOUR = "0.45"
@@ -310,6 +311,13 @@ def has_sweep(experiment: dict[str, Any]) -> bool:
     return any(s.get("sweep") for s in systems_of(experiment).values())
 
 
+def has_frontier(experiment: dict[str, Any]) -> bool:
+    """Whether to draw the privacy-utility frontier: a sweep, or several opt-in mechanisms
+    (the paper's obfuscator, the limit, the templates...) to place against each other."""
+    return has_sweep(experiment) or sum(
+        key.startswith("opt-in") for key in systems_of(experiment)) > 1
+
+
 def _frontier_point(system: dict[str, Any], attribute: str, kind: str
                     ) -> tuple[float, float] | None:
     """(T agreement, ``kind`` attacker accuracy on ``attribute``) means, None if missing."""
@@ -324,7 +332,9 @@ def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
 
     The opt-in variants (and the base opt-in system) are joined by a line in the order of the
     swept value and labelled with it; their output-only attackers (the floor the permitted
-    output implies) are small ``x`` joined by a dotted line; every other system is one star.
+    output implies) are small ``x`` joined by a dotted line; every other system is one star,
+    joined by a dotted line to its own output-only floor (``x``): the length of that line is
+    its excess leakage.
     Dashed: chance. The best place is the bottom right (full agreement, chance leakage).
     """
     attacked = experiment["attacked"]
@@ -335,7 +345,7 @@ def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
     base_value = (base.get("options") or {}).get(option) if base else None
     chain = sorted(((s["sweep"][option], k, s) for k, s in variants.items()),
                    key=lambda item: float(item[0]))
-    if base is not None:
+    if base is not None and variants:
         value = base_value if base_value is not None else "base"
         chain.append((value, "opt-in", base))
         chain.sort(key=lambda item: float(item[0]) if is_number(item[0]) else 1.0)
@@ -358,7 +368,7 @@ def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
                 ax.annotate(f"{option}={value}", (x, y), textcoords="offset points",
                             xytext=(5, 5), fontsize="x-small")
         for key, system in systems.items():
-            if key == "opt-in" or system.get("sweep"):
+            if (key == "opt-in" and variants) or system.get("sweep"):
                 continue
             point = _frontier_point(system, attribute, "informed")
             if point is None:
@@ -370,6 +380,11 @@ def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
                                  markeredgecolor="black", markeredgewidth=0.6,
                                  label=str(system.get("label") or key))
             marker.lines[0].set_gid(f"frontier/{key}")
+            floor = _frontier_point(system, attribute, "output_only")
+            if floor is not None:  # the excess: from what T's answers give to what leaks
+                ax.plot([floor[0], point[0]], [floor[1], point[1]], ":x",
+                        color=system_colour(key), markersize=6,
+                        gid=f"frontier/{key}/output_only")
         chance = stat_of(next((attack_of(s, attribute) for s in systems.values()
                              if attack_of(s, attribute)), None), "chance")
         if chance is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from optin.evaluation.figures import (
-    has_sweep,
+    has_frontier,
     make_frontier_figure,
     plot_experiment,
     plot_merged,
@@ -278,7 +278,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     for exp, name in zip(experiments, names, strict=True):
         plot_experiment(exp, figures_dir / name)
         lines += _experiment_section(exp, name)
-        if has_sweep(exp):
+        if has_frontier(exp):
             save_figure(make_frontier_figure(exp), figures_dir / f"{name}-frontier")
             lines += [f"Privacy-utility frontier of `{exp['name']}` (T agreement against the "
                       "strongest informed attacker, per attacked attribute; other systems as "

@@ -31,6 +31,7 @@ from optin.evaluation.keys import key_of, key_of_dict
 from optin.evaluation.seed_vectors import SeedVectors
 from optin.privacy.obfuscator import Obfuscator
 from optin.privacy.pretrained import file_sha256, resolve_source
+from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
 from optin.training.obfuscator import train_obfuscator
 from optin.training.obfuscator_config import obfuscator_preset
 from optin.training.permitted import TargetChoice
@@ -128,6 +129,29 @@ def fit_mcadams(ctx: SystemContext) -> FittedSystem:
                         manifest=protected)
 
 
+def fit_limit(ctx: SystemContext) -> FittedSystem:
+    """The opt-in limit: T's copy decides, a learned template of its answer leaves (see
+    :mod:`optin.models.decision_template`). Options: :class:`TemplateTrainConfig` fields."""
+    if ctx.target_dir is None:
+        raise ValueError("the 'opt-in-limit' system needs a DeepSpeech2 target (permitted:), "
+                         "not pretrained targets")
+    config = TemplateTrainConfig.from_dict({"seed": ctx.seed, **ctx.options})
+    target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    out = ctx.models_dir / f"limit-{key_of(config.to_dict(), ctx.manifest, target_hash)}"
+    final = fit_decision_templates(ctx.manifest, ctx.target_dir, out, config,
+                                   progress=ctx.progress)
+    protector = Obfuscator.load(out)
+    return FittedSystem(protector.obfuscate_features, out,
+                        read_config(out / "obfuscator")["weights_sha256"],
+                        {"converged": final["training"]["converged"], "model_dir": str(out)})
+
+
+def fit_student_templates(ctx: SystemContext) -> FittedSystem:
+    """Templates of T's answers chosen by a small student of T (T does not run on the device):
+    the learned approach to the limit, with the ``templates:`` options of ``opt-in-limit``."""
+    return fit_limit(replace(ctx, options={**ctx.options, "decider": "student"}))
+
+
 @dataclass(frozen=True)
 class System:
     """A registered protection system: its label, its world and how to fit it."""
@@ -143,5 +167,9 @@ SYSTEMS: dict[str, System] = {
     "opt-in-streaming": System("opt-in, streaming (causal)", "spectrogram", "obfuscator",
                                fit_opt_in_streaming),
     "mcadams": System("McAdams (VPC B2)", "spectrogram", "mcadams", fit_mcadams),
+    "opt-in-limit": System("opt-in limit (T's answer as a template)", "spectrogram",
+                           "templates", fit_limit),
+    "opt-in-templates": System("opt-in templates (a student of T decides)", "spectrogram",
+                               "templates", fit_student_templates),
     "adr": System("ADR (opt-out)", "x-vector", "adr"),
 }

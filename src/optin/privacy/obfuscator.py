@@ -26,19 +26,26 @@ from optin.audio.features import (
 )
 from optin.audio.io import load_audio
 from optin.checkpoint import CheckpointError, load_model, read_config
+from optin.errors import ConfigError
 from optin.models.causal_obfuscator import CausalObfuscator
 from optin.models.cyclegan_vc2 import Generator
+from optin.models.decision_template import DecisionTemplateProtector
 
 OBFUSCATOR_KIND = "cyclegan-vc2-obfuscator"
 CAUSAL_OBFUSCATOR_KIND = "causal-obfuscator"
 DEOBFUSCATOR_KIND = "cyclegan-vc2-deobfuscator"
+TEMPLATE_KIND = "decision-template"
 
-# An obfuscator network: the paper's (offline) or the streaming-native one.
-ObfuscatorNetwork = Generator | CausalObfuscator
+# A protector network: the paper's obfuscator (offline), the streaming-native one, or the
+# decision-template limit (an output that depends on the input only through T's answer).
+ObfuscatorNetwork = Generator | CausalObfuscator | DecisionTemplateProtector
+PROTECTOR_KINDS = (OBFUSCATOR_KIND, CAUSAL_OBFUSCATOR_KIND, TEMPLATE_KIND)
 
 
 def obfuscator_kind(network: ObfuscatorNetwork) -> str:
     """The checkpoint ``kind`` of an obfuscator network."""
+    if isinstance(network, DecisionTemplateProtector):
+        return TEMPLATE_KIND
     return CAUSAL_OBFUSCATOR_KIND if isinstance(network, CausalObfuscator) else OBFUSCATOR_KIND
 
 
@@ -67,6 +74,19 @@ class Obfuscator:
         return isinstance(self.network, CausalObfuscator)
 
     @property
+    def whole_utterance(self) -> bool:
+        """Whether the protector decides once per utterance (the decision-template limit): it
+        protects files and corpora, not live streams or exported graphs."""
+        return isinstance(self.network, DecisionTemplateProtector)
+
+    def refuse_whole_utterance(self, what: str) -> None:
+        """A ConfigError naming ``what`` (e.g. streaming) for a whole-utterance protector."""
+        if self.whole_utterance:
+            raise ConfigError(f"{what}: this is a decision-template protector, which decides "
+                              "once per whole utterance; use it on files (optin obfuscate) or "
+                              "in experiments")
+
+    @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
@@ -76,7 +96,7 @@ class Obfuscator:
         """Load from a training run folder or its ``obfuscator/`` checkpoint folder."""
         path = resolve_model_dir(directory)
         kind = read_config(path).get("kind")
-        kind = CAUSAL_OBFUSCATOR_KIND if kind == CAUSAL_OBFUSCATOR_KIND else OBFUSCATOR_KIND
+        kind = kind if kind in PROTECTOR_KINDS else OBFUSCATOR_KIND
         loaded = load_model(path, kind, features=features, device=device)
         if loaded.features is None:
             raise CheckpointError(f"{path / 'config.json'}: bad or missing field ('features')")
@@ -105,8 +125,15 @@ class Obfuscator:
     def __call__(self, item: Spectrogram | np.ndarray | Tensor) -> Spectrogram:
         """Obfuscate a waveform (N,) at the feature sample rate, or a Spectrogram."""
         spec = item if isinstance(item, Spectrogram) else self.spectrogram(item)
-        return Spectrogram(features=self.obfuscate_features(spec.features), mean=spec.mean,
-                           std=spec.std, n_samples=spec.n_samples, phase=spec.phase)
+        out = self.obfuscate_features(spec.features)
+        if not isinstance(self.network, DecisionTemplateProtector):
+            return Spectrogram(features=out, mean=spec.mean, std=spec.std,
+                               n_samples=spec.n_samples, phase=spec.phase)
+        # the limit lets nothing of the input through but T's answer and the quantised length:
+        # a fixed level, no input phase, the output's own length
+        config = self.network.config
+        return Spectrogram(features=out, mean=config.level_mean, std=config.level_std,
+                           n_samples=(out.shape[-1] - 1) * self.features.hop_length)
 
     def spectrogram(self, wave: np.ndarray | Tensor) -> Spectrogram:
         """Features of a waveform with this obfuscator's settings."""

@@ -237,8 +237,11 @@ class CropTraining:
     def build(cls, store: FeatureStore, labels: Sequence[int], segments: SegmentConfig,
               batch_size: int, draws_per_epoch: int | None, seed: int, balanced: bool = True
               ) -> CropTraining:
-        """``draws_per_epoch`` defaults to the number of segments in the store."""
+        """``draws_per_epoch`` defaults to the number of segments in the store; one draw is
+        added where the last batch would hold a single crop (batch norm cannot train on it)."""
         draws = draws_per_epoch or segment_count(store, segments)
+        if batch_size > 1 and draws % batch_size == 1:
+            draws += 1
         return cls(BalancedSampler(labels, draws, seed, balanced=balanced),
                    RandomCropDataset(store, labels, segments), batch_size)
 
