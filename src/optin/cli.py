@@ -364,6 +364,27 @@ def _content(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gauge(args: argparse.Namespace) -> int:
+    from optin.evaluation.gauge import leakage_gauge
+    from optin.files import write_json
+
+    if args.json:
+        refuse_overwrite([args.manifest], [prepare_out_file(args.json, "--json")], "--json")
+    transform = features = None
+    if args.obfuscator is not None:
+        from optin.privacy.obfuscator import Obfuscator
+
+        obfuscator = Obfuscator.load(args.obfuscator)
+        transform, features = obfuscator.obfuscate_features, obfuscator.features
+    report = leakage_gauge(args.manifest, args.attribute, transform=transform, seed=args.seed,
+                           cache=args.cache_dir, features=features, progress=not args.quiet)
+    if args.json:
+        write_json(args.json, {**report.to_dict(), "obfuscator":
+                               str(args.obfuscator) if args.obfuscator else None})
+    print(report.format())
+    return 0
+
+
 def _pair(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected MANIFEST_COLUMN=SOURCE_COLUMN, got '{text}'")
@@ -683,6 +704,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         "optin obfuscate or optin anonymize)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=COUNT, help="attack only the first N rows of the split")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the report here")
+
+    p = add(sub, "gauge", _gauge,
+            "leakage gauge: fast informed attackers (logistic and one-hidden-layer heads on "
+            "utterance statistics) per attribute, on a manifest or through an obfuscator")
+    p.add_argument("manifest", type=Path,
+                   help="manifest with train/test (and valid) splits; a protected copy works too")
+    p.add_argument("--attribute", action="append", required=True,
+                   help="manifest column to attack (repeat for several)")
+    p.add_argument("--obfuscator", type=Path,
+                   help="gauge the features obfuscated by this model, beside the original ones")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the MLP heads")
+    p.add_argument("--cache-dir", type=Path, help="default: .optin_cache beside the manifest")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="also write the report here")
     return parser
 
