@@ -184,3 +184,17 @@ def test_asv_pairings_cover_the_attacker_scenarios():
     assert only["original/original"] == result["original/original"]
     with pytest.raises(ValueError, match="protected"):
         asv_pairings(original, protected[:10], speakers)
+
+
+def test_output_only_pairing_gives_the_floor_of_a_gender_only_answer():
+    """Ten speakers, five per gender, and answers that are the gender alone: a verifier that
+    sees only those answers accepts every same-gender impostor (4 of 9 impostor pairs), so
+    its EER is the hull point FAR = FRR = 1 / (1 + 9/4) = 0.308: the floor of any system that
+    keeps gender, however well it hides the rest."""
+    speakers = [f"s{i}" for i in range(10) for _ in range(6)]
+    gender = torch.tensor([int(s[1:]) % 2 for s in speakers])
+    answers = torch.nn.functional.one_hot(gender, 2).float()
+    original = torch.randn(len(speakers), 8)
+    result = asv_pairings(original, None, speakers, output_only=answers, max_trials=None)
+    assert set(result) == {"original/original", "output-only"}
+    assert result["output-only"]["eer"] == pytest.approx(4 / 13, abs=0.02)

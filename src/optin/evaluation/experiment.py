@@ -284,8 +284,10 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         }
         if vectors is not None and config.verification:
             log(f"seed {seed}: speaker verification on '{system}' data")
+            answers = (judge.answers(test_store, fitted.transform)
+                       if isinstance(judge, ClassifierJudge) else None)
             results[system]["verification"] = vectors.verification(
-                fitted.manifest, fitted.transform, fitted.fingerprint)
+                fitted.manifest, fitted.transform, fitted.fingerprint, answers)
     return results
 
 

@@ -186,10 +186,11 @@ def _families_section(systems: dict[str, dict[str, Any]], attribute: str, seeds:
                            "informed epochs run"], rows)
 
 
-PAIRINGS = ("original/original", "original/protected", "protected/protected", "semi-informed")
+PAIRINGS = ("original/original", "original/protected", "protected/protected", "semi-informed",
+            "output-only")
 PAIRING_NAMES = {"original/original": "orig/orig", "original/protected": "orig/prot (ignorant)",
                  "protected/protected": "prot/prot (lazy-informed)",
-                 "semi-informed": "semi-informed"}
+                 "semi-informed": "semi-informed", "output-only": "output-only (T's answers)"}
 
 
 def _world_note(systems: dict[str, dict[str, Any]]) -> list[str]:
@@ -228,7 +229,9 @@ def _verification_section(systems: dict[str, dict[str, Any]], seeds: int) -> lis
     lines = ["", "Speaker verification (x-vectors, cosine scoring, test-split trials): "
              "EER / minDCF (p_target 0.01); higher EER = better protected. ignorant: original "
              "enrollment, protected trials; lazy-informed: both protected; semi-informed: "
-             "extractor retrained on protected training data.", ""]
+             "extractor retrained on protected training data; output-only: T's answers on the "
+             "protected test split scored as embeddings, the verification the permitted task "
+             "allows by itself (the floor of any opt-in system).", ""]
     return lines + _table(["system", *(PAIRING_NAMES[p] for p in PAIRINGS)], rows)
 
 

@@ -46,7 +46,8 @@ The results interface (``results.json``)::
                 "original/original":   {"eer": STAT, "min_dcf": STAT, "trials": int},
                 "original/protected":  {...},  # ignorant: original enrollment, protected trials
                 "protected/protected": {...},  # lazy-informed
-                "semi-informed":       {...}   # extractor retrained on protected training data
+                "semi-informed":       {...},  # extractor retrained on protected training data
+                "output-only":         {...}   # T's answers on protected data as embeddings
               }                               # (a pairing a system lacks is left out)
             }
           }

@@ -79,9 +79,11 @@ class SeedVectors:
 
     def verification(self, manifest: Manifest | None,
                      transform: Callable[[Tensor], Tensor] | None,
-                     fingerprint: str | None) -> dict[str, Any]:
+                     fingerprint: str | None, answers: Tensor | None = None
+                     ) -> dict[str, Any]:
         """VoicePrivacy pairings on the test split for protected inputs (``manifest`` with
-        ``transform``); ``fingerprint`` None scores the original data only."""
+        ``transform``); ``fingerprint`` None scores the original data only. ``answers``
+        (N, K), T's posteriors on the protected test split, adds the output-only pairing."""
         speakers = self.manifest.split("test").column("speaker")
         original = self.original("test")
         protected = semi = None
@@ -93,4 +95,4 @@ class SeedVectors:
             semi_extractor = XVectorExtractor.load(self.train(data, transform, fingerprint))
             semi = self.embed(data, "test", transform, extractor=semi_extractor)
         return asv_pairings(original, protected, speakers, semi_informed=semi,
-                            seed=self.seed)
+                            output_only=answers, seed=self.seed)

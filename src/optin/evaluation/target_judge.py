@@ -26,7 +26,11 @@ from torch import Tensor
 from optin.audio.io import load_audio
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import LabelEncoder, Manifest
-from optin.evaluation.attackers import OutputOnlyConfig, output_only_accuracy
+from optin.evaluation.attackers import (
+    OutputOnlyConfig,
+    output_only_accuracy,
+    utterance_posteriors,
+)
 from optin.evaluation.experiment_config import ExperimentError
 from optin.evaluation.vector_classifier import train_vector_classifier, vector_predict
 from optin.metrics.classification import accuracy
@@ -78,6 +82,10 @@ class ClassifierJudge:
                     transform: Transform, seed: int) -> float:
         return output_only_accuracy(self.target, train, test, attribute, transform=transform,
                                     config=OutputOnlyConfig(seed=seed))
+
+    def answers(self, store: FeatureStore, transform: Transform) -> Tensor:
+        """(U, K) T's utterance posteriors on a (protected) store: all that an app gets."""
+        return utterance_posteriors(self.target, store, transform)
 
 
 def answer_summary(answers: Tensor) -> Tensor:

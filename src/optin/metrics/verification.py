@@ -263,6 +263,7 @@ def asv_pairings(
     protected: Tensor | None,
     speakers: Sequence[str],
     semi_informed: Tensor | None = None,
+    output_only: Tensor | None = None,
     max_trials: int | None = 20000,
     seed: int = 0,
     p_target: float = 0.01,
@@ -276,14 +277,18 @@ def asv_pairings(
         speakers: N speaker labels.
         semi_informed: (N, D) x-vectors of the protected utterances from an extractor
             retrained on protected training data, or None to skip that scenario.
+        output_only: (N, K) the permitted model's answers (posteriors) on the protected
+            utterances, scored as embeddings: the verification that what the user permitted
+            allows by itself (the floor of an opt-in system), or None to skip it.
 
     Returns:
-        {"original/original", "original/protected", "protected/protected", "semi-informed"}
+        {"original/original", "original/protected", "protected/protected", "semi-informed",
+        "output-only"}
         (those that the inputs allow) -> {"eer", "min_dcf", "trials", "target_trials"}.
     """
     n = len(speakers)
     for name, emb in (("original", original), ("protected", protected),
-                      ("semi_informed", semi_informed)):
+                      ("semi_informed", semi_informed), ("output_only", output_only)):
         if emb is not None and (emb.ndim != 2 or emb.shape[0] != n):
             raise ValueError(f"{name} embeddings must be (N, D) with N = {n} speakers' rows, "
                              f"got {tuple(emb.shape)}")
@@ -294,5 +299,7 @@ def asv_pairings(
         pairs["protected/protected"] = (protected, protected)
     if semi_informed is not None:
         pairs["semi-informed"] = (semi_informed, semi_informed)
+    if output_only is not None:
+        pairs["output-only"] = (output_only, output_only)
     return {name: verification_metrics(cosine_scores(e, t, enroll, test), target, p_target)
             for name, (e, t) in pairs.items()}
