@@ -140,6 +140,22 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_templates(args: argparse.Namespace) -> int:
+    from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
+
+    config = TemplateTrainConfig(**settings_given(args, TemplateTrainConfig))
+    prepare_out_dir(args.out, "--out")
+    final = fit_decision_templates(args.manifest, args.target, args.out, config,
+                                   progress=not args.quiet)
+    student = final["decider"]["student"]
+    print(f"{args.out}: templates of {len(final['target_decisions'])} classes, T agrees on "
+          f"{final['training']['grid_agreement']:.3f} of the grid; decider "
+          f"{final['decider']['kind']} ({final['decider']['parameters']:,} parameters"
+          + (f", agreement with T on held-out audio {student['agreement']:.3f}" if student
+             else "") + ")")
+    return 0
+
+
 def _per_item(values: list | None, count: int, default: object, flag: str) -> list:
     """One value per item from a repeated option: none (default), one for all, or one each."""
     if not values:
@@ -545,6 +561,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
             add_settings(p, ClassifierTrainConfig, exclude=CLASSIFIER_OWN_OPTIONS)
         p.add_argument("--cache-dir", type=Path)
+
+    p = add(tsub, "templates", _train_templates,
+            "fit the decision-template protector (the opt-in limit, or its student)")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--target", type=Path, required=True,
+                   help="the DeepSpeech2 target folder (optin train target)")
+    p.add_argument("--out", type=Path, required=True)
+    if training:
+        from optin.training.decision_templates import TemplateTrainConfig
+
+        add_settings(p, TemplateTrainConfig)
 
     p = add(tsub, "obfuscator", _train_obfuscator,
             "train the opt-in obfuscator against a deobfuscator (works under torchrun)")

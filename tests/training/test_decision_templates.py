@@ -145,3 +145,23 @@ def test_the_limit_protects_files_and_refuses_streams(tiny_target, tmp_path, one
         open_stream(protector)
     with pytest.raises(ConfigError, match="ONNX export: this is a decision-template"):
         export_onnx(protector, tmp_path / "limit.onnx")
+
+
+def test_cli_fits_a_student_and_checks_its_settings(tiny_target, tmp_path, capsys, one_thread):
+    from optin.cli import main
+
+    manifest, target = tiny_target
+    common = ["train", "templates", "--quiet", "--manifest", str(manifest),
+              "--target", str(target)]
+    assert main([*common, "--out", str(tmp_path / "bad"), "--length-quantum", "-1"]) == 2
+    assert "length_quantum" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "student"), "--period", "50",
+                 "--length-quantum", "50", "--steps", "4", "--check-every", "2",
+                 "--decider", "student", "--student-steps", "6", "--student-channels", "2",
+                 "--student-hidden", "8", "--student-layers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "decider student" in printed and "agreement with T on held-out audio" in printed
+    final = json.loads((tmp_path / "student" / "final.json").read_text())
+    assert final["decider"]["parameters"] < final["decider"]["target_parameters"]
+    protector = Obfuscator.load(tmp_path / "student")
+    assert protector.network.config.decider_config().conv_channels == 2

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from optin.audio.segments import SegmentConfig, segment_batch
 from optin.models.deepspeech2 import DeepSpeech2Classifier, DeepSpeech2Config, vote
-from optin.settings import OneOf, Rule, StrictConfig, at_least
+from optin.settings import OneOf, Rule, StrictConfig, at_least, check_fields
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class DecisionTemplateConfig(StrictConfig):
         "period": at_least(1), "length_quantum": at_least(0), "segment_length": at_least(1),
         "segment_hop": at_least(1), "vote_method": OneOf(("majority", "mean")),
     }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def decider_config(self) -> DeepSpeech2Config:
         return DeepSpeech2Config.from_dict(self.decider)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as nnf
@@ -30,7 +30,7 @@ from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.files import write_json
 from optin.models.decision_template import DecisionTemplateConfig, DecisionTemplateProtector
-from optin.settings import OneOf, Rule, StrictConfig, above, at_least
+from optin.settings import OneOf, Rule, StrictConfig, above, at_least, check_fields
 from optin.training.classifier import Classifier
 from optin.training.data import FeatureStore
 from optin.training.distillation import DistillSettings, distil_student
@@ -71,12 +71,20 @@ class TemplateTrainConfig(StrictConfig):
     start_noise: float = 0.3
     check_every: int = 25
     seed: int = 0
-    decider: str = "target"
+    decider: Literal["target", "student"] = "target"
     student_channels: int = 8
     student_hidden: int = 32
     student_layers: int = 2
     student_steps: int = 600
     student_lr: float = 3e-3
+
+    HELP: ClassVar[dict[str, str]] = {
+        "period": "frames of each template (the output repeats it)",
+        "length_quantum": "output frames = input frames rounded up to a multiple of this "
+                          "(0: the exact length, which lets the utterance's length through)",
+        "decider": "who decides on the device: target (a copy of T: the limit) or student "
+                   "(a smaller network taught by T's answers)",
+    }
 
     RANGES: ClassVar[dict[str, Rule]] = {
         "period": at_least(1), "length_quantum": at_least(0), "steps": at_least(1),
@@ -86,6 +94,9 @@ class TemplateTrainConfig(StrictConfig):
         "student_hidden": at_least(1), "student_layers": at_least(1),
         "student_steps": at_least(1), "student_lr": above(0.0),
     }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def class_starts(features: list[Tensor], decisions: Tensor, n_classes: int) -> Tensor:
@@ -246,7 +257,7 @@ def _with_student(protector: DecisionTemplateProtector, t: Classifier, store: Fe
                   manifest: Manifest, cache: FeatureCache, cfg: TemplateTrainConfig,
                   progress: bool) -> tuple[DecisionTemplateProtector, dict[str, Any]]:
     """The protector with a student of T as its decider (the templates stay, T-checked)."""
-    valid = manifest.split("valid")
+    valid = manifest.filter(lambda row: row.get("split") == "valid")
     held = FeatureStore(valid, cache, progress=False) if len(valid) else store
     arch = replace(t.model.config, conv_channels=cfg.student_channels,
                    hidden_size=cfg.student_hidden, rnn_layers=cfg.student_layers)
