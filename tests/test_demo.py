@@ -25,6 +25,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             "xvector": {"epochs": 2, "frame_channels": 16, "pool_channels": 32,
                         "embed_dim": 32, "segment_dim": 32, "segment_length": 100},
             "adr": {"epochs": 5, "classifier_epochs": 5},
+            "templates": {"steps": 20, "check_every": 10, "student_steps": 40,
+                          "student_channels": 4, "student_hidden": 16, "student_layers": 1},
             "attackers": {"families": ["deepspeech2"], "epochs": 2, "patience": 1},
         },
     }
@@ -34,7 +36,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     names = [e["name"] for e in summary["experiments"]]
     assert names == ["demo-fig3a", "demo-fig4"]
     fig4 = summary["experiments"][1]["systems"]
-    assert set(fig4) == {"opt-in", "adr", "mcadams"}
+    assert set(fig4) == {"opt-in", "adr", "mcadams", "opt-in-templates"}
     assert all(set(s["attacks"]) == {"gender", "emotion"} for s in fig4.values())
     assert "mcadams" in printed and "EER" in printed
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
@@ -43,6 +45,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert any(p.endswith(".png") for p in summary["figures"])
     kinds = sorted(p.split("/")[-1].split(".")[-2] for p in summary["examples"])
     assert kinds.count("obfuscated") == kinds.count("original") == kinds.count("mcadams") == 3
+    assert kinds.count("templates") == 3
     # the two experiments share the target, the gender classifier and the obfuscator
     models = [p.name for p in (tmp_path / "demo" / "models").iterdir()]
     assert sum(m.startswith("target-speaker") for m in models) == 1
@@ -54,14 +57,14 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # optin serve opens the demo's folder: Figure 4's three systems, ADR's x-vectors included
     served = load_run(tmp_path / "demo")
     assert served.experiment["name"] == "demo-fig4" and served.extractor is not None
-    assert set(served.systems) == {"opt-in", "adr", "mcadams"}
+    assert set(served.systems) == {"opt-in", "adr", "mcadams", "opt-in-templates"}
     assert all(len(served.systems[k].informed[a]) == 1
                for k in ("opt-in", "mcadams") for a in ("gender", "emotion"))
     row = served.test_rows()[0]
     analysis = analyse_utterance(served, row["id"])
     adr = analysis.result("adr")
     assert adr.audio is None and adr.target is None and adr.verification is not None
-    for key in ("original", "opt-in", "mcadams"):
+    for key in ("original", "opt-in", "mcadams", "opt-in-templates"):
         result = analysis.result(key)
         assert result.audio is not None and result.target is not None
         assert {g.family for g in result.attacks["emotion"]} == {"deepspeech2"}

@@ -2,7 +2,8 @@
 
 It runs the paper's Figure-3a experiment (permit speaker identity, attack gender; opt-in and
 ADR) and Figure-4 experiment (permit speaker identity, attack gender and the unspecified
-emotion; opt-in, the opt-out ADR protecting gender, and McAdams anonymization) on the quick
+emotion; opt-in, the opt-out ADR protecting gender, McAdams anonymization, and the templates of
+T's answers chosen by a student of T, ``opt-in-templates``) on the quick
 built-in corpus with the quick preset and one seed, through the same experiment harness as
 ``optin experiment``: target model, original classifiers (= ignorant attackers), the
 protection systems, informed and output-only attackers, and speaker verification (EER) for
@@ -31,7 +32,7 @@ from optin.files import write_bytes, write_json
 from optin.privacy.obfuscator import Obfuscator
 
 DEMO_FIGURES = ("3a", "4")
-DEMO_SYSTEMS = {"3a": ["opt-in", "adr"], "4": ["opt-in", "adr", "mcadams"]}
+DEMO_SYSTEMS = {"3a": ["opt-in", "adr"], "4": ["opt-in", "adr", "mcadams", "opt-in-templates"]}
 # The demo's attackers: the DeepSpeech2 family with the quick classifier's budget (12 epochs,
 # patience 4), so the main job stays within its time on a 2-core CPU; on the built-in voices
 # every attacker reaches its ceiling in the first epochs. ``optin experiment`` configs train
@@ -78,8 +79,11 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
     manifest = Manifest.read(experiments[0]["manifest"])
     mcadams = [Path(d) for e in experiments for d in
                (e["systems"].get("mcadams") or {}).get("models", [])[:1]]
+    templates = [Path(d) for e in experiments for d in
+                 (e["systems"].get("opt-in-templates") or {}).get("models", [])[:1]]
     examples = write_examples(manifest, obfuscator_dir, out / "examples",
-                              mcadams_dir=mcadams[0] if mcadams else None)
+                              mcadams_dir=mcadams[0] if mcadams else None,
+                              templates_dir=templates[0] if templates else None)
     summary = {
         "experiments": experiments,
         "results": str(out / "results.json"),
@@ -95,10 +99,13 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
 
 
 def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count: int = 3,
-                   mcadams_dir: Path | None = None) -> list[Path]:
+                   mcadams_dir: Path | None = None, templates_dir: Path | None = None
+                   ) -> list[Path]:
     """Copy a few test utterances beside their obfuscated audio (Griffin-Lim) and, given the
-    McAdams system's folder, their McAdams-anonymized audio."""
+    McAdams system's folder, their McAdams-anonymized audio, and given the templates
+    protector's folder, what it emits (``.templates.wav``)."""
     obfuscator = Obfuscator.load(obfuscator_dir)
+    templates = Obfuscator.load(templates_dir) if templates_dir is not None else None
     cache = FeatureCache.for_manifest(manifest, obfuscator.features)
     folder.mkdir(parents=True, exist_ok=True)
     rows = manifest.split("test").rows
@@ -112,6 +119,11 @@ def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count
         spec = obfuscator(cache.load(path))
         write_audio(obfuscated, obfuscator.to_waveform(spec), obfuscator.features.sample_rate)
         written += [original, obfuscated]
+        if templates is not None:
+            emitted = folder / f"{row['id']}.templates.wav"
+            spec = templates(cache.load(path))
+            write_audio(emitted, templates.to_waveform(spec), templates.features.sample_rate)
+            written.append(emitted)
         if mcadams_dir is not None:
             protected = Manifest.read(mcadams_dir / "manifest.csv")
             by_id = {r["id"]: r for r in protected.rows}

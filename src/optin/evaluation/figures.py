@@ -395,7 +395,7 @@ def make_frontier_figure(experiment: dict[str, Any]) -> Figure:
         ax.set_title(f"{attribute}", fontsize="medium")
         ax.grid(True, linewidth=0.3, alpha=0.5)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
     fig.suptitle(textwrap.fill("Privacy-utility frontier: " + str(
         experiment.get("title") or experiment["name"]), 90), fontsize="medium")
     return fig
