@@ -14,12 +14,14 @@ from optin.baselines.mcadams import McAdamsConfig
 from optin.cli import build_parser, main
 from optin.corpora.synth import synthesize_corpus
 from optin.training.classifier import ClassifierTrainConfig
+from optin.training.decision_templates import TemplateTrainConfig
 from optin.training.obfuscator_config import ObfuscatorTrainConfig
 
 # what checks the options the parser leaves as plain numbers (fields named like the options)
 CHECKED_BY = {
     ("train", "target"): ClassifierTrainConfig, ("train", "attacker"): ClassifierTrainConfig,
     ("train", "obfuscator"): ObfuscatorTrainConfig, ("anonymize",): McAdamsConfig,
+    ("train", "templates"): TemplateTrainConfig,
     ("data", "synth"): synthesize_corpus,
 }
 
