@@ -77,13 +77,9 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
     report = build_report([out], out)
     obfuscator_dir = Path(experiments[0]["systems"]["opt-in"]["models"][0])
     manifest = Manifest.read(experiments[0]["manifest"])
-    mcadams = [Path(d) for e in experiments for d in
-               (e["systems"].get("mcadams") or {}).get("models", [])[:1]]
-    templates = [Path(d) for e in experiments for d in
-                 (e["systems"].get("opt-in-templates") or {}).get("models", [])[:1]]
     examples = write_examples(manifest, obfuscator_dir, out / "examples",
-                              mcadams_dir=mcadams[0] if mcadams else None,
-                              templates_dir=templates[0] if templates else None)
+                              mcadams_dir=_first_model(experiments, "mcadams"),
+                              templates_dir=_first_model(experiments, "opt-in-templates"))
     summary = {
         "experiments": experiments,
         "results": str(out / "results.json"),
@@ -96,6 +92,13 @@ def run_demo(out: str | os.PathLike = "optin-demo", progress: bool = True,
     print(format_summary(summary))
     print(f"[demo {summary['seconds']:7.1f} s] done", file=sys.stderr)
     return summary
+
+
+def _first_model(experiments: list[dict[str, Any]], system: str) -> Path | None:
+    """The model folder of ``system``'s first seed in the first experiment that has it."""
+    folders = [Path(d) for e in experiments
+               for d in (e["systems"].get(system) or {}).get("models", [])[:1]]
+    return folders[0] if folders else None
 
 
 def write_examples(manifest: Manifest, obfuscator_dir: Path, folder: Path, count: int = 3,

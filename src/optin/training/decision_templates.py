@@ -30,14 +30,13 @@ from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.files import write_json
 from optin.models.decision_template import DecisionTemplateConfig, DecisionTemplateProtector
+from optin.privacy.obfuscator import TEMPLATE_KIND
 from optin.settings import OneOf, Rule, StrictConfig, above, at_least, check_fields
 from optin.training.classifier import Classifier
 from optin.training.data import FeatureStore
 from optin.training.distillation import DistillSettings, distil_student
 from optin.training.records import check_run_settings, write_metrics
 from optin.training.runs import log
-
-TEMPLATE_KIND = "decision-template"
 
 
 @dataclass(frozen=True)
@@ -203,8 +202,8 @@ def fit_decision_templates(manifest: Manifest | str | Path, target: str | Path, 
     cache = FeatureCache.for_manifest(manifest, t.features)
     store = FeatureStore(manifest.split("train"), cache, progress=progress)
     decisions = t.predict(store)["utterance_pred"]  # (U,) T's answers: the only supervision
-    features = [store.features(i) for i in range(len(store))]
-    levels = [cache.load(p) for p in store.paths]
+    levels = [cache.load(p) for p in store.paths]  # features with their level statistics
+    features = [s.features for s in levels]
     arch = DecisionTemplateConfig(
         decider=t.model.config.to_dict(), period=cfg.period, length_quantum=cfg.length_quantum,
         segment_length=t.segments.length, segment_hop=t.segments.hop,
