@@ -31,6 +31,10 @@ SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", 
 SILENCE_DBFS = -90.0
 MAX_CLIPPED_SHARE = 0.1  # written audio with more samples at full scale is refused
 _SFE_SYSTEM = 2  # libsndfile's "System error." (an OS call failed)
+# The one range of sample rates accepted wherever audio enters (files, headers, pipes,
+# microphones, command-line rates): telephone 4 kHz to studio 384 kHz.
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 384_000
 
 Normalization = Literal["rms", "peak", "none"]
 
@@ -54,6 +58,19 @@ class AudioInfo:
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def check_sample_rate(rate: int | float, name: str | os.PathLike = "audio") -> int:
+    """``rate`` as an int if it lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz.
+
+    Raises:
+        AudioError: naming ``name`` and the accepted range.
+    """
+    if (not isinstance(rate, (int, float, np.integer)) or isinstance(rate, bool)
+            or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE or int(rate) != rate):
+        raise AudioError(f"{name}: sample rate {rate} Hz is outside the accepted range "
+                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    return int(rate)
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -130,8 +147,7 @@ def prepare_wave(
     if not np.isfinite(wave).all():
         bad = int((~np.isfinite(wave)).sum())
         raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite")
-    if rate <= 0:
-        raise AudioError(f"{name}: invalid sample rate {rate}")
+    check_sample_rate(rate, name)
     if rate != sample_rate:
         wave = soxr.resample(wave, rate, sample_rate, quality="VHQ").astype(np.float32)
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
