@@ -60,9 +60,18 @@ def test_student_learns_the_teachers_answers(one_thread):
     before = vote_agreement(untrained, teacher, held, segments, "majority")
     checks: list[dict] = []
     student, best = distil_student(teacher, SMALL, train, held, segments, "majority",
-                                   DistillSettings(steps=60, batch_size=16, check_every=20),
-                                   checks.append)
+                                   DistillSettings(steps=60, batch_size=16, check_every=20,
+                                                   ceiling_checks=99), checks.append)
     assert [c["step"] for c in checks] == [20, 40, 60]
     assert before <= 0.75, before  # an untrained student does not know the answers
     assert best["agreement"] >= 0.9, checks
     assert vote_agreement(student, teacher, held, segments, "majority") == best["agreement"]
+    # teaching stops at the first check where the agreement is 1.0 (ceiling_checks=1), on the
+    # same trajectory
+    first = next(c["step"] for c in checks if c["agreement"] == 1.0)
+    short: list[dict] = []
+    _, stopped = distil_student(teacher, SMALL, train, held, segments, "majority",
+                                DistillSettings(steps=60, batch_size=16, check_every=20,
+                                                ceiling_checks=1), short.append)
+    assert [c["step"] for c in short] == [c["step"] for c in checks if c["step"] <= first]
+    assert stopped["agreement"] == 1.0 and "stopped" in stopped

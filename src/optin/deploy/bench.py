@@ -75,12 +75,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: str = "cpu", size: int = 1024, repeats: int = 5) -> float:
-    """Achieved float32 GFLOP/s of a ``size x size`` matmul (best of ``repeats``), at the
+def matmul_gflops(device: str = "cpu", size: int = 1024, repeats: int = 5,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """Achieved GFLOP/s of a ``size x size`` matmul in ``dtype`` (best of ``repeats``), at the
     current thread setting."""
     dev = torch.device(device)
-    a = torch.randn(size, size, device=dev)
-    b = torch.randn(size, size, device=dev)
+    a = torch.randn(size, size, device=dev, dtype=dtype)
+    b = torch.randn(size, size, device=dev, dtype=dtype)
     best = float("inf")
     for _ in range(repeats + 1):
         _sync(dev)

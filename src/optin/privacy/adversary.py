@@ -37,17 +37,22 @@ class Deobfuscator:
         privacy_layer: N, the number of leading stages that form F_gamma.
         trainable: the module that receives the training forward pass (``network`` itself or
             its DistributedDataParallel wrapper).
+        autocast: the mixed-precision dtype of its training step (default: float16 when
+            ``scaler`` is enabled, else float32); see :mod:`optin.models.precision`.
     """
 
     def __init__(self, network: nn.Module, optimizer: torch.optim.Optimizer, privacy_layer: int,
                  trainable: nn.Module | None = None, grad_clip: float = 5.0,
-                 scaler: torch.amp.GradScaler | None = None) -> None:
+                 scaler: torch.amp.GradScaler | None = None,
+                 autocast: torch.dtype | None = None) -> None:
         self.network = network
         self.trainable = trainable if trainable is not None else network
         self.optimizer = optimizer
         self.privacy_layer = privacy_layer
         self.grad_clip = grad_clip
         self.scaler = scaler
+        self.autocast = (torch.float16 if autocast is None and scaler is not None
+                         and scaler.is_enabled() else autocast)
 
     def step(self, original: Tensor, obfuscated: Tensor) -> float:
         """One update on L_a = MSE(F_mu(X~), X); ``obfuscated`` is detached here.
@@ -60,8 +65,8 @@ class Deobfuscator:
         """
         self.trainable.train()
         device_type = original.device.type
-        with torch.autocast(device_type, dtype=torch.float16,
-                            enabled=self.scaler is not None and self.scaler.is_enabled()):
+        with torch.autocast(device_type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None):
             loss = reconstruction_loss(self.trainable(obfuscated.detach()).float(), original)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

@@ -3,7 +3,9 @@
 The student learns T's segment posteriors on random crops of the training audio (the KL
 divergence to T's softmax). Selection rule: every ``check_every`` steps the student's utterance
 votes are compared with T's on the held-out audio (T's own answers, no labels); the student with
-the highest agreement is kept (the latest on ties).
+the highest agreement is kept (the latest on ties). Teaching stops early once the agreement has
+been 1.0, where it can go no higher, at ``ceiling_checks`` checks in a row (the rule the
+supervised trainers apply to a validation error of 0).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class DistillSettings:
     lr: float = 3e-3
     check_every: int = 50
     seed: int = 0
+    ceiling_checks: int = 2
 
 
 def random_crops(utterances: list[Tensor], length: int, count: int,
@@ -77,6 +80,7 @@ def distil_student(teacher: DeepSpeech2Classifier, arch: DeepSpeech2Config,
     generator = torch.Generator().manual_seed(cfg.seed)
     best: dict[str, Any] = {"agreement": -1.0}
     chosen = {k: v.clone() for k, v in student.state_dict().items()}
+    at_ceiling = 0
     for step in range(1, cfg.steps + 1):
         student.train()
         crops, lengths = random_crops(train, segments.length, cfg.batch_size, generator)
@@ -97,5 +101,9 @@ def distil_student(teacher: DeepSpeech2Classifier, arch: DeepSpeech2Config,
             if record["agreement"] >= best["agreement"]:
                 best = record
                 chosen = {k: v.clone() for k, v in student.state_dict().items()}
+            at_ceiling = at_ceiling + 1 if record["agreement"] >= 1.0 else 0
+            if at_ceiling >= cfg.ceiling_checks:
+                best = {**best, "stopped": f"agreement 1.0 at {at_ceiling} checks in a row"}
+                break
     student.load_state_dict(chosen)
     return student.eval(), best

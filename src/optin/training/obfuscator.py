@@ -57,6 +57,7 @@ from optin.corpora.manifest import Manifest
 from optin.errors import ConfigError
 from optin.models.causal_obfuscator import CausalObfuscator, CausalObfuscatorConfig
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
+from optin.models.precision import autocast_dtype, precision_name
 from optin.privacy.adversary import Deobfuscator
 from optin.privacy.contraction import ClassTemplates
 from optin.privacy.obfuscator import (
@@ -212,6 +213,7 @@ def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], 
 
     torch.manual_seed(config.seed)
     use_amp = config.amp and device.type == "cuda"
+    mixed = autocast_dtype(device, config.amp)
     train = manifest.split("train")
     valid = manifest.split("valid")
     cache = (FeatureCache(cache_root, features) if cache_root is not None
@@ -248,7 +250,7 @@ def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], 
     obf_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     deobf_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     adversary = Deobfuscator(deobf_net, deobf_opt, config.privacy_layer, trainable=deobf_train,
-                             grad_clip=config.grad_clip, scaler=deobf_scaler)
+                             grad_clip=config.grad_clip, scaler=deobf_scaler, autocast=mixed)
 
     segments = SegmentConfig(config.segment_length, config.segment_length)
     draws = config.draws_per_epoch or segment_count(train_store, segments)
@@ -303,7 +305,7 @@ def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], 
     _log(f"training the obfuscator ({obf_net.num_parameters():,} parameters) against a "
          f"deobfuscator ({deobf_net.num_parameters():,}) for the target "
          f"{tasks.describe()} ({len(train_store)} train / {len(valid_store)} valid "
-         f"utterances, {env.world_size} process(es), {device})", env)
+         f"utterances, {env.world_size} process(es), {device}, {precision_name(mixed)})", env)
     provenance = {"manifest": str(manifest.source) if manifest.source else None,
                   "manifest_fingerprint": manifest.fingerprint(), "seed": config.seed,
                   "train_config": config.run_settings()}
@@ -321,7 +323,7 @@ def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], 
             metrics = adversarial_step(x.to(device), lengths.to(device), obf_train, obf_opt,
                                        obf_scaler, adversary, tasks, config,
                                        lambda_p=privacy_ramp(config, done),
-                                       templates=templates,
+                                       templates=templates, autocast=mixed,
                                        **({"phase": wave[0].to(device),
                                            "stats": wave[1].to(device)} if wave else {}))
             n = len(x)
@@ -387,6 +389,7 @@ def _train(manifest: Manifest | str | os.PathLike, choices: list[TargetChoice], 
         "epochs_run": len(history),
         "world_size": env.world_size,
         "rank_checksums": checksums,
+        "precision": precision_name(mixed),
         "selected_epoch": history[chosen]["epoch"],
         "selection": (f"latest epoch with validation utterance agreement >= "
                       f"{config.min_agreement}"

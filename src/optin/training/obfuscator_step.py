@@ -152,7 +152,8 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
                      adversary: Deobfuscator, target: nn.Module | TaskSet,
                      config: ObfuscatorTrainConfig, lambda_p: float | None = None,
                      templates: ClassTemplates | None = None, phase: Tensor | None = None,
-                     stats: Tensor | None = None) -> dict[str, float]:
+                     stats: Tensor | None = None,
+                     autocast: torch.dtype | None = None) -> dict[str, float]:
     """One training step: K deobfuscator updates, then one obfuscator update.
 
     Args:
@@ -162,6 +163,8 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
         lambda_p: the privacy weight now (default ``config.lambda_p``); it also scales
             ``config.contraction * L_c`` when ``templates`` are given.
         phase, stats: (B, F, L) the input's phase and (B, 2) mean/std, for waveform targets.
+        autocast: the mixed-precision dtype (default float16 when ``scaler`` is enabled, else
+            float32; bfloat16 on CPUs with AMX: :mod:`optin.models.precision`).
 
     Returns:
         {"L_a", "L_t", "L_p", "L_c", "agreement", "objective"} of this step ("agreement": the
@@ -170,13 +173,15 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
     tasks = target if isinstance(target, TaskSet) else TaskSet(
         [PermittedTask.of_model(target)], FeatureConfig())
     lambda_p = config.lambda_p if lambda_p is None else lambda_p
-    use_amp = scaler.is_enabled()
-    device_type = x.device.type
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+    if autocast is None and scaler.is_enabled():
+        autocast = torch.float16
+    mixed = {"device_type": x.device.type, "dtype": autocast or torch.bfloat16,
+             "enabled": autocast is not None}
+    with torch.autocast(**mixed):
         x_obf = obfuscator(x)  # (B, F, L)
     l_a = sum(adversary.step(x, x_obf) for _ in range(config.deobfuscator_steps))
     l_a /= config.deobfuscator_steps
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+    with torch.autocast(**mixed):
         l_t, agree, t_orig = tasks.losses(x, x_obf, lengths, phase, stats,
                                           hard=config.hard_targets)
         l_p = adversary.privacy_loss(x, x_obf)
