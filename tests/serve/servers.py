@@ -151,7 +151,7 @@ class CliServer:
             if self.process.poll() is not None:
                 pytest.fail(f"optin serve exited {self.process.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/api/run", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}/api/run", timeout=5, trust_env=False).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.2)

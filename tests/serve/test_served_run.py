@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 from tests.conftest import voiced
-from tests.serve.servers import LiveServer, browser_or_skip, chrome, local_client
+from tests.serve.servers import LOCAL, LiveServer, browser_or_skip, chrome, local_client
 
 from optin.audio.io import load_audio
 from optin.corpora.feature_cache import FeatureCache
@@ -31,6 +31,7 @@ from optin.serve.web import INTERNAL, create_app
 from optin.training.classifier import evaluate_classifier
 
 STATIC = Path(web.__file__).parent / "static"
+LIVE = LOCAL.replace("http", "ws", 1) + "/api/live"  # the test client's own default: testserver
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,7 @@ def test_an_unexpected_failure_is_one_sentence_not_a_traceback(run, tmp_path, mo
 def test_live_streams_through_the_streaming_obfuscator(client, run):
     wave = voiced(1.0, 16000)
     got, headers = [], []
-    with client.websocket_connect("/api/live") as ws:
+    with client.websocket_connect(LIVE) as ws:
         ready = ws.receive_json()
         assert ready["ready"] and ready["sample_rate"] == 16000 and ready["latency_ms"] > 0
         for i in range(0, len(wave), 2048):
@@ -241,7 +242,7 @@ def test_live_streams_through_the_streaming_obfuscator(client, run):
 
 
 def test_live_refuses_bad_samples_in_one_sentence(client):
-    with client.websocket_connect("/api/live") as ws:
+    with client.websocket_connect(LIVE) as ws:
         ws.receive_json()
         ws.send_bytes(b"\x00\x01\x02")
         assert ws.receive_json() == {"error": "Live audio must arrive as 32-bit float samples."}

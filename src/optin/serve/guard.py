@@ -94,7 +94,8 @@ class Guard:
         host = headers.get("host")
         parsed = split_host(host) if host else None
         if parsed is None or not self.allows(parsed[0]):
-            return 421, (f"This server does not answer to the host {host!r}: open "
+            named = f"the host {host!r}" if host else "a request without a Host header"
+            return 421, (f"This server does not answer to {named}: open "
                          f"{self.address(scope)} (it answers to {self.answers_to()}).")
         origin = headers.get("origin")
         if origin is not None and not same_origin(origin, parsed, scope):
