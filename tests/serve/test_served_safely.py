@@ -108,6 +108,10 @@ def test_only_the_names_it_binds_are_answered(server):
                 f"This server does not answer to the host {host!r}: open "
                 f"http://127.0.0.1:{server.port}/")
         assert client.get("/", headers={"Host": "evil.example"}).status_code == 421
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:  # HTTP/1.0: no Host
+        raw.sendall(b"GET /api/run HTTP/1.0\r\n\r\n")
+        answer = raw.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 421 ") and b"without a Host header" in answer
     rebound = socket.create_connection(("127.0.0.1", server.port))  # evil.example -> here
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         live(f"ws://evil.example:{server.port}/api/live", sock=rebound)
