@@ -1,4 +1,4 @@
-"""A tiny trained run for the serve tests, built once per test session (per xdist worker).
+"""A tiny trained run for the serve tests, built once per test session (shared by xdist workers).
 
 The experiment harness itself trains it, with the smallest settings that still give the
 models the page shows: the target, DeepSpeech2 attackers (ignorant and informed), the opt-in
@@ -10,6 +10,7 @@ left out here (its vector world costs about two minutes on CPU-2): the slow test
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -54,6 +55,19 @@ def make_served_run(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def served_run_dir(tmp_path_factory) -> Path:
     """The tiny run; ``OPTIN_TEST_SERVED_RUN=DIR`` trains it into DIR, or reuses it there
-    (the harness skips finished models), to iterate on the serve tests without retraining."""
+    (the harness skips finished models), to iterate on the serve tests without retraining.
+
+    Under pytest-xdist the workers share one run (the first trains it, under a file lock,
+    while the others wait), so that each test file of this folder may use it."""
     reuse = os.environ.get("OPTIN_TEST_SERVED_RUN")
-    return make_served_run(Path(reuse) if reuse else tmp_path_factory.mktemp("served_run"))
+    if reuse:
+        return make_served_run(Path(reuse))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make_served_run(tmp_path_factory.mktemp("served_run"))
+    shared = tmp_path_factory.getbasetemp().parent / "served_run"  # every worker's parent
+    with (shared.parent / "served_run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "trained").is_file():
+            make_served_run(shared)
+            (shared / "trained").touch()
+    return shared

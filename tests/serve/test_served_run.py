@@ -2,27 +2,24 @@
 Starlette's test client), live streaming over the WebSocket, and the page in a real headless
 Chromium (Selenium with Debian's chromedriver).
 
-Every test here shares one tiny run (``served_run_dir``, trained once per session), so they
-live in one file: ``--dist loadfile`` keeps them on one worker.
+Every test here shares one tiny run (``served_run_dir``, trained once per session). What an
+attacker tries against the page (foreign hosts and origins, links out of the run folder, lying
+audio headers, hang-ups, taken ports) is in ``test_served_safely.py``.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from starlette.testclient import TestClient
 from tests.conftest import voiced
+from tests.serve.servers import LOCAL, LiveServer, browser_or_skip, chrome, local_client
 
 from optin.audio.io import load_audio
 from optin.corpora.feature_cache import FeatureCache
@@ -34,6 +31,7 @@ from optin.serve.web import INTERNAL, create_app
 from optin.training.classifier import evaluate_classifier
 
 STATIC = Path(web.__file__).parent / "static"
+LIVE = LOCAL.replace("http", "ws", 1) + "/api/live"  # the test client's own default: testserver
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def run(served_run_dir) -> ServedRun:
 
 @pytest.fixture(scope="module")
 def client(run):
-    with TestClient(create_app(run)) as c:
+    with local_client(create_app(run)) as c:
         yield c
 
 
@@ -191,7 +189,7 @@ def test_bad_uploads_get_one_sentence(client, upload_dir, body, status, message)
 
 
 def test_limits_on_size_and_duration(run, tmp_path, upload_dir):
-    with TestClient(create_app(run, UploadLimits(max_bytes=40_000, max_seconds=1.0))) as small:
+    with local_client(create_app(run, UploadLimits(max_bytes=40_000, max_seconds=1.0))) as small:
         big = small.post("/api/analyse", content=b"\x00" * 50_000)
         assert big.status_code == 413 and "larger than" in big.json()["error"]
         chunked = small.post("/api/analyse", content=iter([b"\x00" * 30_000] * 2))
@@ -208,7 +206,7 @@ def test_an_unexpected_failure_is_one_sentence_not_a_traceback(run, tmp_path, mo
         raise RuntimeError("boom in /secret/place")
 
     monkeypatch.setattr(web, "analyse_wave", broken)
-    with TestClient(create_app(run), raise_server_exceptions=False) as c:
+    with local_client(create_app(run), raise_server_exceptions=False) as c:
         response = c.post("/api/analyse", content=wav_file(tmp_path / "a.wav").read_bytes())
     assert response.status_code == 500 and response.json() == {"error": INTERNAL}
     assert list(upload_dir.iterdir()) == []
@@ -218,7 +216,7 @@ def test_an_unexpected_failure_is_one_sentence_not_a_traceback(run, tmp_path, mo
 def test_live_streams_through_the_streaming_obfuscator(client, run):
     wave = voiced(1.0, 16000)
     got, headers = [], []
-    with client.websocket_connect("/api/live") as ws:
+    with client.websocket_connect(LIVE) as ws:
         ready = ws.receive_json()
         assert ready["ready"] and ready["sample_rate"] == 16000 and ready["latency_ms"] > 0
         for i in range(0, len(wave), 2048):
@@ -244,68 +242,13 @@ def test_live_streams_through_the_streaming_obfuscator(client, run):
 
 
 def test_live_refuses_bad_samples_in_one_sentence(client):
-    with client.websocket_connect("/api/live") as ws:
+    with client.websocket_connect(LIVE) as ws:
         ws.receive_json()
         ws.send_bytes(b"\x00\x01\x02")
         assert ws.receive_json() == {"error": "Live audio must arrive as 32-bit float samples."}
 
 
 # ------------------------------------------------------------------------- a real browser
-def _browser_or_skip() -> tuple[str, str]:
-    """Chromium and its driver from Debian's packages; absent: skip, but fail under CI."""
-    found = [shutil.which(n) for n in ("chromium", "chromedriver")]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        found.append(None)
-    if all(found):
-        return found[0], found[1]  # type: ignore[return-value]
-    reason = ("chromium, chromium-driver (apt-get install chromium chromium-driver) and "
-              "selenium (pip install -e '.[dev]') are needed for the browser test")
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and {reason}; .ci/run installs them")
-    pytest.skip(reason)
-
-
-class LiveServer:
-    """uvicorn serving an app on a free localhost port in a thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}/"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def chrome(chromium: str, driver: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,1500", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
-                 "--disable-extensions", "--no-first-run"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
 def page_labels(browser) -> dict:
     """What the page shows, in the shape of :func:`labels_of`."""
     return browser.execute_script("""
@@ -327,7 +270,7 @@ def page_labels(browser) -> dict:
 
 
 def test_the_page_in_a_real_browser(run, tmp_path):
-    chromium, driver = _browser_or_skip()
+    chromium, driver = browser_or_skip()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

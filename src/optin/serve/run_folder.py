@@ -110,13 +110,26 @@ class ServedRun:
         return list(self.manifest.split("test").rows) if self.manifest is not None else []
 
     def report(self) -> Path | None:
-        path = self.folder / "report.md"
-        return path if path.is_file() else None
+        """``report.md``'s real path, when it is a file inside the run folder."""
+        return self.real_file(self.folder / "report.md")
 
     def figures(self) -> list[Path]:
-        """The run's figures (PNG), by name."""
+        """The run's figures (PNG), by name: those whose real path is inside the folder."""
         folder = self.folder / "figures"
-        return sorted(folder.glob("*.png")) if folder.is_dir() else []
+        found = sorted(folder.glob("*.png")) if folder.is_dir() else []
+        return [p for p in found if self.real_file(p) is not None]
+
+    def real_file(self, path: Path) -> Path | None:
+        """``path`` with every link followed, when that is a file inside the run folder's
+        own real path; None otherwise (a link out of the folder is never served)."""
+        real = path.resolve()
+        return real if real.is_relative_to(self.folder.resolve()) and real.is_file() else None
+
+    def links_outside(self) -> list[Path]:
+        """The report and figures that are links leading out of the run folder."""
+        candidates = [self.folder / "report.md", *sorted((self.folder / "figures").glob("*.png"))]
+        return [p for p in candidates
+                if p.is_file() and self.real_file(p) is None]
 
 
 def _checkpoints(models: Path, prefix: str) -> list[tuple[Path, dict[str, Any]]]:

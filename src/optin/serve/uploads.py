@@ -1,10 +1,15 @@
 """Uploaded audio, taken in safely: size and duration limits, decoded to prove what it is.
 
 The bytes go to a temporary file whose name the server makes (``tempfile``; nothing of the
-client's file name is used), are decoded there by :func:`optin.audio.io.load_audio` (FFmpeg's
-demuxers through PyAV read WAV, FLAC, MP3, M4A, OGG... by their content: a file that does not
-decode is refused, whatever it is called), and the file is deleted before the function
-returns, whether decoding worked or not.
+client's file name is used), are decoded there by :func:`optin.audio.capped_decode.decode_capped`
+(FFmpeg's demuxers through PyAV read WAV, FLAC, MP3, M4A, OGG... by their content: a file that
+does not decode is refused, whatever it is called), and the file is deleted before the
+function returns, whether decoding worked or not.
+
+Decoding is capped by what the stream holds, not by what its header says: it stops once the
+audio passes ``max_seconds`` at the file's own rate (30 s: 1,323,000 samples at 44.1 kHz,
+11,520,000 at the highest accepted rate, 384 kHz) or a frame has more than ``max_channels``
+(2), so one upload within ``max_bytes`` never holds more than ~46 MB of decoded samples.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from optin.audio.io import AudioError, SilentAudioError, audio_info, load_audio
+from optin.audio.capped_decode import (
+    AudioTooLongError,
+    CodecRefusedError,
+    TooManyChannelsError,
+    decode_capped,
+)
+from optin.audio.io import AudioError, SilentAudioError, prepare_wave
 from optin.errors import OptinError
 
 
@@ -31,10 +42,12 @@ class UploadTooLargeError(UploadError):
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """The largest upload accepted: ``max_bytes`` of file, ``max_seconds`` of audio."""
+    """The largest upload accepted: ``max_bytes`` of file, ``max_seconds`` of audio (at the
+    file's own rate, counted while decoding) and ``max_channels``."""
 
     max_bytes: int = 20 * 1024 * 1024
     max_seconds: float = 30.0
+    max_channels: int = 2
 
 
 async def receive_upload(chunks: AsyncIterator[bytes], limits: UploadLimits,
@@ -67,21 +80,21 @@ async def receive_upload(chunks: AsyncIterator[bytes], limits: UploadLimits,
 
 def decode_upload(path: Path, limits: UploadLimits, sample_rate: int,
                   normalize: str = "rms", target_dbfs: float = -25.0) -> np.ndarray:
-    """Decode an uploaded file to (N,) float32 mono at ``sample_rate``, volume-normalised as
-    ``load_audio`` does, then delete it.
+    """Decode an uploaded file (capped: see the module's docstring) to (N,) float32 mono at
+    ``sample_rate``, volume-normalised as ``load_audio`` does, then delete it.
 
     Raises:
-        UploadError: the content is not decodable audio, is silent, or is longer than
-            ``limits.max_seconds``.
+        UploadError: the content is not decodable audio, is silent, has too many channels,
+            a refused codec or sample rate, or is longer than ``limits.max_seconds``.
     """
     try:
-        declared = audio_info(path).duration  # from the header: refuse long files undecoded
-        if declared > limits.max_seconds:
-            raise UploadTooLargeError(_too_long(declared, limits))
-        wave = load_audio(path, sample_rate, normalize=normalize,  # type: ignore[arg-type]
-                          target_dbfs=target_dbfs)
+        wave, rate = decode_capped(path, limits.max_seconds, limits.max_channels)
+        wave = prepare_wave(wave, rate, sample_rate, normalize=normalize,  # type: ignore[arg-type]
+                            target_dbfs=target_dbfs, name=str(path))
+    except AudioTooLongError as err:
+        raise UploadTooLargeError(_too_long(err.seconds, limits)) from err
     except AudioError as err:
-        raise UploadError(_audio_problem(err)) from err
+        raise UploadError(_audio_problem(err, path)) from err
     finally:
         path.unlink(missing_ok=True)
     seconds = len(wave) / sample_rate
@@ -92,14 +105,23 @@ def decode_upload(path: Path, limits: UploadLimits, sample_rate: int,
     return wave
 
 
-def _too_long(seconds: float, limits: UploadLimits) -> str:
+def _too_long(seconds: float | None, limits: UploadLimits) -> str:
+    if seconds is None:  # decoding stopped at the cap
+        return f"The audio lasts more than the {limits.max_seconds:g} s limit."
     return f"The audio lasts {seconds:.1f} s; the limit is {limits.max_seconds:g} s."
 
 
-def _audio_problem(err: AudioError) -> str:
+def _audio_problem(err: AudioError, path: Path) -> str:
     """One sentence for the page, without the server's temporary path."""
+    detail = str(err).removeprefix(f"{path}: ")
     if isinstance(err, SilentAudioError):
         return "The audio is silent."
-    if "no samples" in str(err):
+    if "no samples" in detail:
         return "The file holds no audio samples."
+    if isinstance(err, TooManyChannelsError):
+        return f"The audio {detail}."
+    if isinstance(err, CodecRefusedError):
+        return f"The file's audio {detail}."
+    if "sample rate" in detail:
+        return f"The file's {detail}."
     return "The file is not audio that can be decoded (WAV, FLAC, MP3, M4A or OGG)."

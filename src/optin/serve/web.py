@@ -13,17 +13,24 @@ its Content-Security-Policy forbids it):
 * ``GET /run/report.md`` and ``GET /run/figures/{name}.png``: the run's report and figures.
 * ``WS /api/live``: float32 samples in, protected samples out (:mod:`optin.serve.live`).
 
+Only requests addressed to a name the server binds, from the page's own origin, reach these
+routes (:mod:`optin.serve.guard`); the report and figures are served only when their real
+path lies inside the run folder (a link out of it is refused). Uploads are decoded one at a
+time (the models' lock), each capped (:mod:`optin.serve.uploads`).
+
 Errors answer ``{"error": "<one sentence>"}``; an unexpected one is logged on the server with
-its traceback and the page gets one sentence.
+its traceback and the page gets one sentence; a client that hangs up mid-upload is one log line.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import ipaddress
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from collections import OrderedDict
@@ -39,7 +46,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -53,6 +60,7 @@ from optin.serve.analysis import (
     analyse_utterance,
     analyse_wave,
 )
+from optin.serve.guard import Guard
 from optin.serve.live import LiveSession
 from optin.serve.run_folder import ServedRun, load_run
 from optin.serve.spectrogram_png import spectrogram_png
@@ -71,6 +79,10 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; 
        "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 INTERNAL = "The server could not do this (an internal error; its log says more)."
+
+
+class ServeError(OptinError, RuntimeError):
+    """The page cannot be served (its address cannot be bound); the message says why."""
 
 
 @dataclass
@@ -144,13 +156,25 @@ async def analyse_upload(request: Request) -> Response:
                       f"{state.limits.max_bytes // (1024 * 1024)} MB limit.", 413)
     try:
         path = await receive_upload(request.stream(), state.limits)
-        cfg = state.run.features
-        wave = await run_in_threadpool(decode_upload, path, state.limits, cfg.sample_rate,
-                                       cfg.volume, cfg.target_dbfs)
-        analysis = await run_in_threadpool(state.locked, analyse_wave, state.run, wave)
+    except ClientDisconnect:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        logger.warning("optin serve: %s hung up during its upload to %s; nothing was kept",
+                       client, request.url.path)
+        return Response(status_code=400)
     except UploadError as err:
-        return _error(str(err), 413 if isinstance(err, UploadTooLargeError) else 400)
+        return _upload_error(err)
+    cfg = state.run.features
+    try:  # decoding under the models' lock: one decode's memory at a time, whatever comes in
+        wave = await run_in_threadpool(state.locked, decode_upload, path, state.limits,
+                                       cfg.sample_rate, cfg.volume, cfg.target_dbfs)
+    except UploadError as err:
+        return _upload_error(err)
+    analysis = await run_in_threadpool(state.locked, analyse_wave, state.run, wave)
     return _answer(state, analysis)
+
+
+def _upload_error(err: UploadError) -> JSONResponse:
+    return _error(str(err), 413 if isinstance(err, UploadTooLargeError) else 400)
 
 
 async def analyse_corpus(request: Request) -> Response:
@@ -197,7 +221,7 @@ async def result_spectrogram(request: Request) -> Response:
 
 
 async def run_report(request: Request) -> Response:
-    report = _state(request).run.report()
+    report = _state(request).run.report()  # its real path, inside the run folder
     if report is None:
         return _error("This run has no report.md.", 404)
     return FileResponse(report, media_type="text/plain; charset=utf-8")
@@ -205,10 +229,12 @@ async def run_report(request: Request) -> Response:
 
 async def run_figure(request: Request) -> Response:
     name = request.path_params["name"]
-    figures = {p.name: p for p in _state(request).run.figures()}  # only names listed there
-    if name not in figures:
+    run = _state(request).run
+    figures = {p.name: p for p in run.figures()}  # only names listed there
+    real = run.real_file(figures[name]) if name in figures else None
+    if real is None:
         return _error(f"This run has no figure '{name}'.", 404)
-    return FileResponse(figures[name], media_type="image/png")
+    return FileResponse(real, media_type="image/png")
 
 
 async def live(websocket: WebSocket) -> None:
@@ -286,8 +312,10 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(run: ServedRun, limits: UploadLimits | None = None) -> Starlette:
-    """The web application over a loaded run (``uvicorn`` or a test client serves it)."""
+def create_app(run: ServedRun, limits: UploadLimits | None = None,
+               host: str = "127.0.0.1") -> Starlette:
+    """The web application over a loaded run (``uvicorn`` or a test client serves it), for a
+    server bound to ``host`` (the names it answers to: :mod:`optin.serve.guard`)."""
     routes = [
         Route("/", index),
         Route("/api/run", run_info),
@@ -300,7 +328,7 @@ def create_app(run: ServedRun, limits: UploadLimits | None = None) -> Starlette:
         WebSocketRoute("/api/live", live),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(_Headers)],
+    app = Starlette(routes=routes, middleware=[Middleware(_Headers), Middleware(Guard, host=host)],
                     exception_handlers={UtteranceError: _not_found, OptinError: _optin_error,
                                         Exception: _internal_error})
     app.state.serve = ServeState(run, limits or UploadLimits(), OrderedDict(), threading.Lock())
@@ -320,26 +348,84 @@ def is_loopback(host: str) -> bool:
 def serve_folder(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
                  experiment: str | None = None, limits: UploadLimits | None = None) -> None:
     """Load a run folder and serve its page until interrupted (Ctrl-C); the address and a
-    warning when it is reachable from other machines go to stderr."""
+    warning when it is reachable from other machines go to stderr.
+
+    Raises:
+        RunFolderError: the folder cannot be served.
+        ServeError: ``host``:``port`` cannot be bound (before anything is printed).
+    """
     run = load_run(folder, experiment)
+    sockets = bind_sockets(host, port)
+    for path in run.links_outside():
+        print(f"warning: {path} is a link out of the run folder (to {path.resolve()}); it is "
+              "not served", file=sys.stderr)
     if not is_loopback(host):
         print(f"warning: serving on {host}: other machines can reach this page and use the "
               "models; use --host 127.0.0.1 to keep it on this machine", file=sys.stderr)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"serving '{run.experiment['name']}' of {folder} at http://{shown}:{port}/ "
+    print(f"serving '{run.experiment['name']}' of {folder} at http://{_shown(host)}:{port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
-    serve(run, host, port, limits)
+    serve(run, host, port, limits, sockets=sockets)
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+_BIND_ADVICE = {
+    errno.EADDRINUSE: "the port is already in use (another server? choose another --port)",
+    errno.EADDRNOTAVAIL: "the address is not one of this machine's (choose another --host)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges; choose another --port)",
+}
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of ``host`` at ``port`` (as asyncio would bind
+    them), bound here so that a taken port or a foreign host is one error, before serving.
+
+    Raises:
+        ServeError: naming the address and what is wrong.
+    """
+    where = f"{_shown(host)}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as err:  # socket.gaierror: an unknown name
+        raise ServeError(f"cannot serve at {where}: the host cannot be resolved "
+                         f"({err.strerror or err}; check --host)") from err
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, address in dict.fromkeys((i[0], i[1], i[2], i[4]) for i in infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
+    except OSError as err:
+        for sock in sockets:
+            sock.close()
+        reason = _BIND_ADVICE.get(err.errno or 0, err.strerror or str(err))
+        raise ServeError(f"cannot serve at {where}: {reason}") from err
+    return sockets
 
 
 def serve(run: ServedRun, host: str = "127.0.0.1", port: int = 8000,
-          limits: UploadLimits | None = None, threads: int | None = 1) -> None:
-    """Serve a loaded run's page until interrupted (Ctrl-C).
+          limits: UploadLimits | None = None, threads: int | None = 1,
+          sockets: list[socket.socket] | None = None) -> None:
+    """Serve a loaded run's page until interrupted (Ctrl-C), on ``sockets`` (default: bound
+    here by :func:`bind_sockets`).
 
     ``threads``: torch's intra-op threads for this process (None: torch's default). One by
     default: the page runs small models on one utterance, and on a 2-core machine shared with
     other work two threads made a 3 s upload take 27 s instead of 1.5 s (docs/results.md).
+
+    Raises:
+        ServeError: ``host``:``port`` cannot be bound.
     """
+    sockets = sockets if sockets is not None else bind_sockets(host, port)
     if threads is not None:
         torch.set_num_threads(threads)
-    uvicorn.run(create_app(run, limits), host=host, port=port, log_level="warning",
-                ws_max_size=1 << 20)
+    config = uvicorn.Config(create_app(run, limits, host), host=host, port=port,
+                            log_level="warning", ws_max_size=1 << 20)
+    uvicorn.Server(config).run(sockets=sockets)
