@@ -131,9 +131,11 @@ def _train_classifier(args: argparse.Namespace) -> int:
 def _train_obfuscator(args: argparse.Namespace) -> int:
     from optin.training.obfuscator import train_obfuscator
     from optin.training.obfuscator_config import ObfuscatorTrainConfig, obfuscator_preset
+    from optin.training.permitted import load_tasks
 
     config = obfuscator_preset(args.preset, **settings_given(args, ObfuscatorTrainConfig))
     targets = target_choices_of(args)
+    load_tasks(targets)  # every target loaded and probed once before --out is touched
     prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, targets, args.out, config, progress=not args.quiet,
                      cache_root=args.cache_dir)

@@ -74,7 +74,7 @@ def test_l_t_is_the_weighted_sum_and_both_tasks_pull(two_targets):
 
 
 def test_task_errors_name_the_problem(two_targets, tmp_path):
-    tilt, _ = two_targets
+    tilt, loud = two_targets
     with pytest.raises(ConfigError, match="no permitted task"):
         load_tasks([])
     with pytest.raises(ConfigError, match="named twice"):
@@ -83,7 +83,10 @@ def test_task_errors_name_the_problem(two_targets, tmp_path):
     with pytest.raises(ConfigError, match="weight must be >= 0"):
         TargetChoice(tilt, -1.0)
     x, lengths, _, _ = _batch()
-    waves = load_tasks(TargetChoice(tilt, 1.0, "waveform", "logits"))
+    with pytest.raises(ConfigError, match=r"tilt\.pt: .*it reads \(B, F, T\) features: use "
+                                          "--target-input spectrogram"):
+        load_tasks(TargetChoice(tilt, 1.0, "waveform", "logits"))
+    waves = load_tasks(TargetChoice(loud, 1.0, "waveform", "frame-logits"))
     with pytest.raises(ValueError, match="phase"):
         waves.losses(x, x, lengths)
 

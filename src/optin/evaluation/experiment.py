@@ -56,12 +56,14 @@ from pathlib import Path
 from typing import Any
 
 from optin import __version__
+from optin.audio.features import FeatureConfig
 from optin.checkpoint import write_json
 from optin.corpora.feature_cache import FeatureCache
 from optin.corpora.manifest import Manifest
 from optin.corpora.registry import import_corpus
 from optin.corpora.splits import assign_split
 from optin.corpora.synth import synthesize_corpus
+from optin.errors import OptinError
 from optin.evaluation.attacker_families import (
     LoadedAttacker,
     ProtectedData,
@@ -77,6 +79,7 @@ from optin.evaluation.seed_vectors import SeedVectors
 from optin.evaluation.systems import SYSTEMS, SystemContext
 from optin.evaluation.target_judge import ClassifierJudge, TaskJudge
 from optin.evaluation.vector_world import run_adr
+from optin.privacy.pretrained import load_pretrained_target
 from optin.training.classifier import (
     preset_config,
     train_classifier,
@@ -190,6 +193,25 @@ def _targets(config: ExperimentConfig, manifest: Manifest, models: Path, seed: i
     return None, choices
 
 
+def probe_model_targets(config: ExperimentConfig) -> None:
+    """Load and probe every pretrained model of ``targets:`` before anything is written, at the
+    features the run will feed it (those of the DeepSpeech2 targets it trains, or the defaults)."""
+    features = FeatureConfig()
+    if any("attribute" in e for e in config.targets):
+        features = FeatureConfig.from_dict(preset_config(
+            config.permitted, config.preset, role="target", **config.classifier).features)
+    for i, entry in enumerate(config.targets):
+        if "model" not in entry:
+            continue
+        choice = TargetChoice(entry["model"], 1.0, entry.get("input", "waveform"),
+                              entry.get("adapter", "logits"))
+        try:
+            load_pretrained_target(choice.spec(), features=features)
+        except OptinError as err:
+            where = f"{config.source}: " if config.source else ""
+            raise ExperimentError(f"{where}targets[{i}]: {err}") from err
+
+
 def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
              log: Stages, progress: bool) -> dict[str, Any]:
     """Every number of one seed: {system: {"target", "attacks", "verification", "info"}}."""
@@ -298,6 +320,7 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, out: str | os.P
     if not isinstance(config, ExperimentConfig):
         config = ExperimentConfig.read(config)
     out = Path(out)
+    probe_model_targets(config)
     out.mkdir(parents=True, exist_ok=True)
     log = Stages(config.name)
     log("preparing the data")

@@ -33,6 +33,10 @@ Supported operators (default domain ``""`` / ``"ai.onnx"``, opset >= 7; the exac
   integer/bool graph inputs (e.g. ``sr == 16000``, ``x.shape[-1] == 1``): the branch is then
   picked at run time, in eager mode, and the gradient flows through the branch taken.
 
+Memory: every initializer and constant, and every tensor whose size the file's numbers set
+(ConstantOfShape, Expand, Tile, Range, Pad), is measured before it is made and refused over
+:data:`optin.models.onnx_limits.MAX_TENSOR_BYTES` (1 GiB), with :class:`TensorOverBudget`.
+
 Limits: no dynamic (data-dependent) control flow, no Loop / Scan, no sequence / map / optional /
 sparse types; LSTM/GRU with their default activations only, no ``input_forget``, and
 ``sequence_lens`` only when every length equals the full sequence; BatchNormalization with
@@ -56,6 +60,7 @@ import onnx
 import torch
 from torch import Tensor
 
+from optin.models.onnx_limits import TensorOverBudget, check_node, check_tensor
 from optin.models.onnx_ops import (
     MIN_OPSET,
     ONNX_DOMAINS,
@@ -69,7 +74,7 @@ from optin.models.onnx_ops import (
     to_tensor,
 )
 
-__all__ = ["SUPPORTED_OPS", "OnnxGraphModule", "UnsupportedOnnxModel"]
+__all__ = ["SUPPORTED_OPS", "OnnxGraphModule", "TensorOverBudget", "UnsupportedOnnxModel"]
 
 _RNN_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _STATIC_SOURCES = frozenset({"Shape", "Size", "Constant"})
@@ -149,7 +154,7 @@ class OnnxGraphModule(torch.nn.Module):
     def _build(self, graph: onnx.GraphProto, static: set[str]) -> Graph:
         """Decode a (sub)graph; fold Constants into buffers, inline constant-condition Ifs."""
         for t in graph.initializer:
-            self._register(t.name, to_tensor(t))
+            self._register(t.name, to_tensor(check_tensor(t)))
             static.add(t.name)
         out = Graph(outputs=[o.name for o in graph.output])
         for proto in graph.node:
@@ -159,7 +164,7 @@ class OnnxGraphModule(torch.nn.Module):
                     continue
                 v = onnx.helper.get_attribute_value(a)
                 if a.type == onnx.AttributeProto.TENSOR:
-                    v = to_tensor(v)
+                    v = to_tensor(check_tensor(v))
                 elif isinstance(v, bytes):
                     v = v.decode()
                 elif a.type == onnx.AttributeProto.STRINGS:
@@ -207,6 +212,11 @@ class OnnxGraphModule(torch.nn.Module):
     def _buffer(self, name: str) -> Tensor:
         return self._buffers[self._value_buffers[name]]
 
+    @property
+    def value_names(self) -> dict[str, str]:
+        """Buffer name -> the ONNX name of the initializer or constant it holds."""
+        return {key: name for name, key in self._value_buffers.items()}
+
     # ------------------------------------------------------------------ run
     def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         """Run the graph on its inputs (graph order); one output -> tensor, several -> tuple."""
@@ -231,6 +241,7 @@ def _run(graph: Graph, env: MutableMapping[str, Tensor]) -> list[Tensor]:
             branch = node.branches[0 if bool(ins[0].any()) else 1]
             result: Tensor | Sequence[Tensor] = _run(branch, ChainMap({}, env))
         else:
+            check_node(node, ins)  # sizes set by values: within the budget, before allocating
             result = OPS[node.op_type](node, ins)
         if isinstance(result, Tensor):
             result = (result,)

@@ -19,6 +19,10 @@ An *adapter* turns the model's output into class scores (logits):
   chunk (as ``silero_vad``'s own wrappers do), giving the speech probability per 32 ms chunk,
   N = samples // 512, as (B, N, 2) logits.
 
+Every target is probed once at load (:mod:`optin.privacy.target_probe`): a file that cannot
+serve (two inputs, a dict or integer output, NaN, no gradient to the input, a layout it rejects,
+a tensor over the memory budget) is refused in one line naming it, before anything is written.
+
 ``input`` says what the model reads: ``waveform`` (B, S) float audio at the feature sample rate
 (the obfuscator's output reaches it through a differentiable inverse STFT), or ``spectrogram``
 (B, F, T) normalised features.
@@ -37,8 +41,9 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from optin.errors import ConfigError
+from optin.audio.features import FeatureConfig
 from optin.models.onnx_graph import OnnxGraphModule, UnsupportedOnnxModel
+from optin.privacy.target_probe import TargetModelError, checked_output, one_line, probe_target
 
 Adapter = Literal["logits", "frame-logits", "frame-probability", "silero-vad"]
 ADAPTERS: tuple[str, ...] = ("logits", "frame-logits", "frame-probability", "silero-vad")
@@ -49,10 +54,6 @@ SILERO_CHUNK = 512  # samples per decision at 16 kHz (32 ms)
 SILERO_CONTEXT = 64  # samples of the previous chunk each call sees
 SILERO_STATE = (2, 128)  # (h/c, hidden) per batch item
 PROBABILITY_FLOOR = 1e-6
-
-
-class TargetModelError(ConfigError):
-    """A pretrained target that cannot be used; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def load_module(path: Path) -> nn.Module:
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:
-            raise TargetModelError(f"{path}: not a loadable TorchScript module ({err})") from err
+            raise TargetModelError(f"{path}: not a loadable TorchScript module "
+                                   f"({one_line(err)})") from err
     else:
         module = _load_onnx(path)
     module.eval()
@@ -131,11 +133,13 @@ def _load_onnx(path: Path) -> nn.Module:
         proto = onnx.load(str(path))
     except Exception as err:
         raise TargetModelError(f"{path}: neither a TorchScript archive nor a readable ONNX "
-                               f"model ({err})") from err
+                               f"model ({one_line(err)})") from err
     try:
         return OnnxGraphModule(proto)
     except UnsupportedOnnxModel as err:
         raise TargetModelError(f"{path}: {err}") from err
+    except Exception as err:  # a malformed graph: attributes, tensors, branches
+        raise TargetModelError(f"{path}: not a usable ONNX model ({one_line(err)})") from err
 
 
 class PretrainedTarget(nn.Module):
@@ -151,6 +155,7 @@ class PretrainedTarget(nn.Module):
         self.module = module
         self.spec = spec
         self.name = name
+        self.label = spec.source  # what messages name: the file as given, or the built-in
         self.sha256 = sha256
         self.level = "utterance" if spec.adapter == "logits" else "frame"
         if spec.adapter == "silero-vad" and sample_rate != SILERO_RATE:
@@ -164,17 +169,19 @@ class PretrainedTarget(nn.Module):
         return SILERO_CHUNK if self._silero is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.adapt(self.raw_output(x))
+
+    def raw_output(self, x: Tensor) -> Tensor:
+        """The model's own answer, checked for type, rank and batch: (B, K), (B, N, K), or
+        (B, N) probabilities (``frame-probability``, ``silero-vad``)."""
         if self._silero is not None:
-            return binary_logits(silero_probabilities(self._silero, x))
-        out = self.module(x)
-        if isinstance(out, tuple | list):
-            out = out[0]
-        adapter = self.spec.adapter
-        expected = {"logits": 2, "frame-logits": 3, "frame-probability": 2}[adapter]
-        if out.ndim != expected:
-            raise TargetModelError(f"{self.name}: adapter '{adapter}' expects a "
-                                   f"{expected}-D output, the model gave {tuple(out.shape)}")
-        return binary_logits(out) if adapter == "frame-probability" else out
+            return silero_probabilities(self._silero, x)
+        return checked_output(self.module(x), x.shape[0], self.spec.adapter, self.label)
+
+    def adapt(self, raw: Tensor) -> Tensor:
+        """:meth:`raw_output` -> logits, (B, K) or (B, N, K)."""
+        return binary_logits(raw) if self.spec.adapter in ("frame-probability",
+                                                           "silero-vad") else raw
 
 
 def binary_logits(probability: Tensor) -> Tensor:
@@ -215,12 +222,30 @@ def silero_probabilities(step, wave: Tensor) -> Tensor:
     return torch.stack(out, dim=1)
 
 
-def load_pretrained_target(spec: TargetSpec | str, sample_rate: int = SILERO_RATE
-                           ) -> PretrainedTarget:
-    """Load a pretrained target (a built-in name or a file) with its adapter."""
+def load_pretrained_target(spec: TargetSpec | str, sample_rate: int | None = None,
+                           features: FeatureConfig | None = None) -> PretrainedTarget:
+    """Load a pretrained target (a built-in name or a file) with its adapter, and probe it once
+    on a short input of its kind (:mod:`optin.privacy.target_probe`).
+
+    ``features``: the feature settings it will be fed at (the probe's sample rate and spectrogram
+    shape); default :class:`FeatureConfig` at ``sample_rate`` (16 kHz).
+    """
     if isinstance(spec, str):
         spec = TargetSpec.builtin(spec) if spec in BUILTIN_TARGETS else TargetSpec(spec)
+    if features is None:
+        features = FeatureConfig(sample_rate=sample_rate or SILERO_RATE)
+    elif sample_rate is not None and sample_rate != features.sample_rate:
+        raise ValueError(f"sample_rate {sample_rate} != features.sample_rate "
+                         f"{features.sample_rate}")
     path = resolve_source(spec.source)
     module = load_module(path)
     name = spec.source if spec.source in BUILTIN_TARGETS else path.name
-    return PretrainedTarget(module, spec, sample_rate, name, file_sha256(path))
+    target = PretrainedTarget(module, spec, features.sample_rate, name, file_sha256(path))
+    key = (target.sha256, spec, features.fingerprint())
+    if key not in _PROBED:  # once per file, settings and process
+        probe_target(target, features)
+        _PROBED.add(key)
+    return target
+
+
+_PROBED: set[tuple[str, TargetSpec, str]] = set()

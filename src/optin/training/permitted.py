@@ -246,7 +246,7 @@ def load_tasks(targets: str | os.PathLike | TargetChoice | Sequence[Any],
     features = features or FeatureConfig()
     for i, choice in enumerate(choices):
         if not choice.is_classifier:
-            target = load_pretrained_target(choice.spec(), features.sample_rate).to(device)
+            target = load_pretrained_target(choice.spec(), features=features).to(device)
             tasks[i] = PermittedTask(
                 target.name, choice.weight, target.level, target.spec.input,
                 {"path": choice.source, "weights_sha256": target.sha256,
