@@ -62,7 +62,12 @@ def test_every_numeric_option_is_range_checked():
      r"argument --test-fraction: expected a number in [0, 1), got 1.5"),
     (["bench", "--seconds", "nan"], "argument --seconds: expected a number > 0, got nan"),
     (["bench", "--repeats", "ten"], "argument --repeats: expected an integer >= 1, got 'ten'"),
-    (["stream", "--model", "m", "--rate", "0"], "argument --rate: expected an integer >= 1"),
+    (["stream", "--model", "m", "--rate", "0"],
+     "argument --rate: expected an integer in [4000, 384000], got 0"),
+    (["stream", "--model", "m", "--rate", "1"],  # 16000x upsampling: refused at parse time
+     "argument --rate: expected an integer in [4000, 384000], got 1"),
+    (["stream", "--model", "m", "--rate", "384001"],
+     "argument --rate: expected an integer in [4000, 384000], got 384001"),
 ])
 def test_the_parser_refuses_out_of_range_values_naming_the_option(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:

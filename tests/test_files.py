@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from optin.files import (
     OutputError,
+    Terminated,
     atomic_output,
     claim_folder,
     prepare_out_dir,
@@ -45,6 +49,42 @@ def test_atomic_output_leaves_the_target_and_no_temporary_on_failure(tmp_path, e
         raise error
     assert target.read_bytes() == b"old"
     assert leftovers(tmp_path) == []
+
+
+def test_sigterm_inside_atomic_output_is_cleaned_up_like_ctrl_c(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(Terminated), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises long before this ends
+    assert target.read_bytes() == b"old" and leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the block
+
+
+def test_sigterm_handling_keeps_other_handlers_and_threads_alone(tmp_path):
+    def own(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with atomic_output(tmp_path / "a.bin") as tmp:
+            assert signal.getsignal(signal.SIGTERM) is own  # someone else's: kept
+            tmp.write_bytes(b"a")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    seen = []
+
+    def write() -> None:
+        with atomic_output(tmp_path / "b.bin") as tmp:
+            seen.append(signal.getsignal(signal.SIGTERM))
+            tmp.write_bytes(b"b")
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join()
+    assert seen == [signal.SIG_DFL] and (tmp_path / "b.bin").read_bytes() == b"b"
 
 
 def test_atomic_output_names_the_target_when_the_os_refuses(tmp_path):
@@ -96,14 +136,14 @@ def test_prepare_out_dir_refuses_a_folder_that_takes_no_files():
 
 
 def test_prepare_out_file(tmp_path):
-    assert prepare_out_file(tmp_path / "new" / "m.csv") == tmp_path / "new" / "m.csv"
+    assert prepare_out_file(tmp_path / "new" / "m.csv", inputs=()) == tmp_path / "new" / "m.csv"
     assert (tmp_path / "new").is_dir()
     with pytest.raises(OutputError, match=r"--out .*new: is a folder; give a file name"):
-        prepare_out_file(tmp_path / "new")
+        prepare_out_file(tmp_path / "new", inputs=())
     (tmp_path / "f").write_text("")
     with pytest.raises(OutputError, match=r"--output .*m\.wav: its folder .*f/sub: cannot "
                                           r"create the folder: .*f is a file"):
-        prepare_out_file(tmp_path / "f" / "sub" / "m.wav", "--output")
+        prepare_out_file(tmp_path / "f" / "sub" / "m.wav", "--output", inputs=())
 
 
 def test_refuse_overwrite_sees_through_paths_and_links(tmp_path):
@@ -121,6 +161,22 @@ def test_refuse_overwrite_sees_through_paths_and_links(tmp_path):
             refuse_overwrite([source], [tmp_path / "x.npy", other])
         assert str(info.value) == (f"the output {other} would overwrite the input {source}; "
                                    "choose another --out-dir")
+
+
+def test_prepare_out_file_refuses_an_input_before_making_anything(tmp_path):
+    source = tmp_path / "m.csv"
+    source.write_text("id\n")
+    link = tmp_path / "new" / "link.csv"
+    with pytest.raises(OutputError) as info:
+        prepare_out_file(tmp_path / "." / "m.csv", "--json", inputs=[tmp_path / "x", source])
+    assert str(info.value) == (f"the output {tmp_path / '.' / 'm.csv'} would overwrite the "
+                               f"input {source}; choose another --json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+    link.parent.mkdir()
+    link.symlink_to(source)
+    with pytest.raises(OutputError, match=r"link\.csv would overwrite the input .*m\.csv"):
+        prepare_out_file(link, "--json", inputs=[source])
+    assert source.read_text() == "id\n"
 
 
 def test_claim_folder_resumes_only_the_same_settings(tmp_path):

@@ -4,8 +4,10 @@ A checkpoint folder holds everything that rebuilds a model: its kind, architectu
 settings, label names, provenance and metrics in ``config.json``, and its tensors (parameters
 and buffers such as batch-norm statistics) in ``model.safetensors``. ``config.json`` also records
 the SHA-256 of the weights file, so a tampered or truncated file is refused, and weights holding NaN
-or infinite values are refused too. Nothing is ever unpickled: tensors come from safetensors,
-everything else from JSON. Files are written atomically (:mod:`optin.files`).
+or infinite values are refused too. ``format`` says which rules a folder was written under:
+format 2 and later are sealed, so a missing ``config_sha256`` is refused; only format 1
+(written before the seal) loads without one. Nothing is ever unpickled: tensors come from
+safetensors, everything else from JSON. Files are written atomically (:mod:`optin.files`).
 
 Training state (optimizer, scheduler, RNG, position in the epoch) is stored the same way under
 ``<run>/train_state/`` by :func:`save_state` / :func:`load_state`: nested dicts and lists go to
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -46,7 +49,8 @@ CONFIG_HASHES = "config_sha256"
 # fields a loader reads and their JSON types, checked in every checkpoint (even unsealed ones)
 CONFIG_TYPES: dict[str, type] = {"kind": str, "architecture": dict, "features": dict,
                                  "labels": dict, "segments": dict, "weights_sha256": str}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what save_checkpoint writes (config.json and model.safetensors' metadata)
+SEALED_SINCE = 2  # format 1 was written before config_sha256 existed; every later one has it
 
 
 class CheckpointError(OptinError, ValueError):
@@ -80,14 +84,25 @@ def save_checkpoint(
     # serialised in memory: a failed write then says why (no space...), naming the file
     write_bytes(weights, save(tensors, metadata={"format": str(FORMAT_VERSION)}))
     full = {
-        "format": FORMAT_VERSION,
-        **config,
+        "format": FORMAT_VERSION,  # always this one: the weights were just written in it
+        **{k: v for k, v in config.items() if k != "format"},
         "code_version": __version__,
         "created": config.get("created") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weights_sha256": sha256_file(weights),
     }
     write_config(directory, full)
     return directory
+
+
+def checkpoint_files(path: str | os.PathLike) -> list[Path]:
+    """The files a model is read from, for :func:`optin.files.refuse_overwrite`: ``path``
+    itself when it is not a folder, else every config.json and model.safetensors under it
+    (links to folders not followed)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return [Path(root) / name for root, _, names in os.walk(path) for name in sorted(names)
+            if name in (CONFIG_NAME, WEIGHTS_NAME)]
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -127,29 +142,22 @@ def write_config(directory: str | os.PathLike, config: dict[str, Any]) -> None:
 
 
 def check_config(path: Path, config: Any) -> None:
-    """Refuse a ``config.json`` that is not a JSON object, that was edited after it was written
-    (a field whose digest differs from ``config_sha256``, or a field added or removed), or whose
-    fields a loader reads have the wrong JSON type or invalid feature settings. Checkpoints
-    written before ``config_sha256`` existed load with the type and feature checks only."""
+    """Refuse a ``config.json`` that is not a JSON object, that has no known ``format``, that
+    was edited after it was written (a field whose digest differs from ``config_sha256``, a
+    field added or removed, or the seal itself removed from a sealed format), or whose fields a
+    loader reads have the wrong JSON type or invalid feature settings. Format 1 checkpoints,
+    written before ``config_sha256`` existed, may lack it: they load with the type and feature
+    checks only."""
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    version = format_version(path, config)
     sealed = config.get(CONFIG_HASHES)
+    if sealed is None and version >= SEALED_SINCE:
+        raise CheckpointError(f"{path}: field '{CONFIG_HASHES}' is missing, but format "
+                              f"{version} checkpoints are sealed: it was removed after the "
+                              "checkpoint was written; restore the file or retrain")
     if sealed is not None:
-        if not isinstance(sealed, dict):
-            raise CheckpointError(f"{path}: field '{CONFIG_HASHES}': expected an object")
-        body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
-        for key in sorted(set(body) | set(sealed)):
-            if key not in sealed:
-                change = "was added"
-            elif key not in body:
-                change = "was removed"
-            elif field_digest(body[key]) != sealed[key]:
-                change = "was changed"
-            else:
-                continue
-            raise CheckpointError(f"{path}: field '{key}' {change} after the checkpoint was "
-                                  f"written (it does not match {CONFIG_HASHES}); restore the "
-                                  "file or retrain")
+        check_seal(path, config, sealed)
     for key, kind in CONFIG_TYPES.items():
         if key in config and not isinstance(config[key], kind):
             raise CheckpointError(f"{path}: field '{key}': expected a JSON "
@@ -160,6 +168,55 @@ def check_config(path: Path, config: Any) -> None:
             FeatureConfig.from_dict(config["features"])
         except ConfigError as err:
             raise CheckpointError(f"{path}: field 'features': {err}") from err
+
+
+def format_version(path: Path, config: dict[str, Any]) -> int:
+    """The ``format`` of a config.json: an integer from 1 to :data:`FORMAT_VERSION`.
+
+    Raises:
+        CheckpointError: missing, not an integer, or newer than this optin reads.
+    """
+    version = config.get("format")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: field 'format': expected a checkpoint format version "
+                              f"(an integer from 1 to {FORMAT_VERSION}), got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {version} was written by a newer optin (this "
+                              f"one reads formats 1 to {FORMAT_VERSION}); upgrade optin")
+    return version
+
+
+def check_seal(path: Path, config: dict[str, Any], sealed: Any) -> None:
+    """Refuse a config whose fields do not match ``config_sha256``, naming the first field."""
+    if not isinstance(sealed, dict):
+        raise CheckpointError(f"{path}: field '{CONFIG_HASHES}': expected an object")
+    body = {k: v for k, v in config.items() if k != CONFIG_HASHES}
+    for key in sorted(set(body) | set(sealed)):
+        if key not in sealed:
+            change = "was added"
+        elif key not in body:
+            change = "was removed"
+        elif field_digest(body[key]) != sealed[key]:
+            change = "was changed"
+        else:
+            continue
+        raise CheckpointError(f"{path}: field '{key}' {change} after the checkpoint was "
+                              f"written (it does not match {CONFIG_HASHES}); restore the "
+                              "file or retrain")
+
+
+def check_weights_format(weights: Path, config_path: Path, version: int) -> None:
+    """Refuse weights written in a later format than config.json claims (a sealed config
+    relabelled as format 1 to pass without its seal)."""
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            stored = (handle.metadata() or {}).get("format", "1")
+    except Exception as err:  # safetensors raises SafetensorError and others
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    if not stored.isdigit() or int(stored) > version:
+        raise CheckpointError(f"{config_path}: field 'format' says {version}, but {weights.name} "
+                              f"was written as format {stored}: the config was edited; restore "
+                              "the file or retrain")
 
 
 def load_checkpoint(
@@ -196,6 +253,7 @@ def load_checkpoint(
             f"{weights}: SHA-256 {actual[:12]}... does not match config.json's "
             f"weights_sha256 {expected[:12]}... (file changed or damaged)"
         )
+    check_weights_format(weights, directory / CONFIG_NAME, config["format"])
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises SafetensorError and others

@@ -8,11 +8,16 @@ Logs and progress go to stderr; results that scripts read go to stdout. Exit sta
   ``error: <path or field>: <cause>``. Any other exception is a bug and keeps its traceback;
   ``OPTIN_DEBUG=1`` shows the traceback for every error.
 * 130: interrupted (Ctrl-C); rerunning the same command resumes.
+* 143: terminated (SIGTERM, e.g. ``kill``) while writing: cleaned up as for Ctrl-C, the
+  partial file removed (:func:`optin.files.sigterm_as_interrupt`).
 * 141: stdout was closed early (``optin data info m.csv | head``): the output stops quietly,
   as for a program killed by SIGPIPE (128 + 13), which is what shells report for them.
 
 Every command that writes checks its output folder first (:func:`optin.files.prepare_out_dir`),
-so a path under a file, a read-only or special file system fails at once, naming the path.
+so a path under a file, a read-only or special file system fails at once, naming the path; one
+that writes a single file names all it reads (:func:`optin.files.prepare_out_file`), so its
+output never replaces one of its inputs. Options that do not apply to what was asked are
+refused, not ignored.
 
 Each command imports its modules when it runs (the one place where optin imports inside
 functions): ``optin --help`` and a mistyped option answer at once instead of loading torch,
@@ -32,17 +37,16 @@ from pathlib import Path
 
 from optin import __version__
 from optin.errors import ConfigError, OptinError
-from optin.files import prepare_out_dir, prepare_out_file, refuse_overwrite
-from optin.settings import Rule, Setting, above, at_least, between, settings_of
+from optin.files import Terminated, prepare_out_dir, prepare_out_file
+from optin.settings import SAMPLE_RATES, Rule, Setting, above, at_least, between, settings_of
 
 
 def _data_import(args: argparse.Namespace) -> int:
     from optin.corpora.registry import import_corpus
 
     columns = dict(_pair(item) for item in args.map or [])
-    prepare_out_file(args.out)
-    if args.src.is_file():  # the csv importer's source table
-        refuse_overwrite([args.src], [args.out], "--out")
+    # the csv importer's source table (a corpus tree's audio is checked as it is found)
+    prepare_out_file(args.out, inputs=[args.src] if args.src.is_file() else [])
     report = import_corpus(
         args.corpus, args.src, args.out, on_error=args.on_error, seed=args.seed,
         columns=columns or None, audio_root=args.audio_root, protocol=args.protocol,
@@ -72,7 +76,8 @@ def _data_split(args: argparse.Namespace) -> int:
         manifest, args.protocol, test_fraction=args.test_fraction,
         valid_fraction=args.valid_fraction, seed=args.seed, keep_test=args.keep_test,
     )
-    out = result.write(prepare_out_file(args.out) if args.out else args.manifest)
+    # writing over the manifest is the default: --out only moves the result elsewhere
+    out = result.write(prepare_out_file(args.out, inputs=()) if args.out else args.manifest)
     for name, info in split_summary(result).items():
         print(f"{name}: {info['rows']} utterances, {info['speakers']} speakers")
     print(f"written to {out}")
@@ -82,12 +87,15 @@ def _data_split(args: argparse.Namespace) -> int:
 def _data_features(args: argparse.Namespace) -> int:
     from optin.corpora import Manifest
     from optin.corpora.feature_cache import FeatureCache
+    from optin.errors import refuse_all_failed
 
     manifest = Manifest.read(args.manifest)
     cache = FeatureCache.for_manifest(manifest, root=args.cache_dir)
     report = cache.fill(manifest, workers=args.workers, progress=not args.quiet)
     print(report.summary())
     print(f"cache: {cache.dir}")
+    refuse_all_failed(report.failed, report.computed + report.reused, "rows",
+                      "no features were computed")
     if report.failed and args.on_error == "fail":
         print(f"error: {len(report.failed)} file(s) failed (use --on-error skip to go on)",
               file=sys.stderr)
@@ -279,8 +287,6 @@ def _report(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from optin.deploy.stream_io import stream_command
 
-    if args.output != "-":
-        prepare_out_file(args.output, "--output")
     stream_command(args.model, source=args.input, output=args.output, chunk_ms=args.chunk_ms,
                    rate=args.rate, window_ms=args.window_ms, phase=args.phase,
                    seconds=args.seconds)
@@ -290,11 +296,13 @@ def _stream(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import json
 
+    from optin.checkpoint import checkpoint_files
     from optin.deploy.export import export_onnx
 
     if (args.check_target is None) != (args.manifest is None):
         raise ConfigError("--check-target and --manifest go together")
-    prepare_out_file(args.out)
+    read = [args.model, args.check_target, args.calibration, args.manifest]
+    prepare_out_file(args.out, inputs=[f for p in read if p for f in checkpoint_files(p)])
     if args.streaming:
         from optin.deploy.stream_graph import export_streaming
 
@@ -370,10 +378,11 @@ def _content(args: argparse.Namespace) -> int:
     from optin.evaluation.content import content_attack
     from optin.files import write_json
 
-    if args.json:
-        prepare_out_file(args.json, "--json")
     original = Manifest.read(args.original, check_files=False)
     protected = Manifest.read(args.protected, check_files=False) if args.protected else None
+    if args.json:
+        prepare_out_file(args.json, "--json", inputs=[*original.files(),
+                                                      *(protected.files() if protected else [])])
     report = content_attack(original, protected, split=args.split, limit=args.limit,
                             progress=not args.quiet)
     if args.json:
@@ -383,11 +392,13 @@ def _content(args: argparse.Namespace) -> int:
 
 
 def _gauge(args: argparse.Namespace) -> int:
+    from optin.checkpoint import checkpoint_files
     from optin.evaluation.gauge import leakage_gauge
     from optin.files import write_json
 
     if args.json:
-        refuse_overwrite([args.manifest], [prepare_out_file(args.json, "--json")], "--json")
+        read = [args.manifest, *(checkpoint_files(args.obfuscator) if args.obfuscator else [])]
+        prepare_out_file(args.json, "--json", inputs=read)
     transform = features = None
     if args.obfuscator is not None:
         from optin.privacy.obfuscator import Obfuscator
@@ -429,7 +440,8 @@ def _ranged(kind: type, rule: Rule) -> Callable[[str], object]:
     return parse
 
 
-COUNT = _ranged(int, at_least(1))  # processes, threads, repetitions, iterations, Hz
+COUNT = _ranged(int, at_least(1))  # processes, threads, repetitions, iterations
+SAMPLE_RATE = _ranged(int, SAMPLE_RATES)  # Hz: the one accepted range (4 kHz to 384 kHz)
 NON_NEGATIVE = _ranged(int, at_least(0))  # seeds, warm-up runs
 POSITIVE = _ranged(float, above(0))  # durations
 SHARE = _ranged(float, between(0, 1, high_open=True))  # split fractions
@@ -653,12 +665,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--input", default="-",
                    help="audio file, '-' for raw 16-bit mono PCM on stdin (default), or 'mic'")
     p.add_argument("--output", default="-",
-                   help="WAV/FLAC file, or '-' for raw 16-bit PCM on stdout (default)")
+                   help="audio file (.wav, .flac, .ogg, .mp3, .aiff or .au: the format follows "
+                        "the suffix), or '-' for raw 16-bit PCM on stdout (default)")
     p.add_argument("--chunk-ms", type=POSITIVE,
                    help="audio per network run: the paper's obfuscator 100 (rounded up to 40 ms "
                         "steps), a causal one 10 (any multiple of 10 ms)")
-    p.add_argument("--rate", type=COUNT, default=16000,
-                   help="sample rate of raw PCM / microphone input and raw PCM output")
+    p.add_argument("--rate", type=SAMPLE_RATE, metavar="HZ",
+                   help="sample rate of raw PCM / microphone input and raw PCM output, "
+                        "4000 to 384000 (default 16000; refused when input and output are "
+                        "files)")
     p.add_argument("--window-ms", type=POSITIVE,
                    help="frames per network run (default: the least that covers the "
                         "receptive field)")
@@ -778,9 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(error_line(err), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"{how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
 
 
 def _silence_stdout() -> None:

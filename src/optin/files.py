@@ -2,15 +2,17 @@
 
 Every file optin writes goes through :func:`atomic_output`: the data goes to a temporary file
 beside the target (``.<name>.<pid>.tmp``), which is renamed onto the target only when it is
-complete. On any failure (an exception, Ctrl-C, a full disk, a file-size limit) the temporary
-file is removed and the target is left as it was; an ``OSError`` becomes an
+complete. On any failure (an exception, Ctrl-C, SIGTERM, a full disk, a file-size limit) the
+temporary file is removed and the target is left as it was; an ``OSError`` becomes an
 :class:`OutputError` naming the target and the cause (``cannot write d/x.wav: No space left on
-device``).
+device``). While a temporary exists, SIGTERM is raised in the main thread as
+:class:`Terminated` (a ``KeyboardInterrupt``), so ``kill`` cleans up as Ctrl-C does.
 
-Commands check their output folder first with :func:`prepare_out_dir` (or
-:func:`prepare_out_file`), refuse outputs that would overwrite an input with
-:func:`refuse_overwrite`, and resume only a folder made with the same settings
-(:func:`claim_folder`).
+Commands check their output folder first with :func:`prepare_out_dir`; a command that writes
+one file checks it with :func:`prepare_out_file`, which also refuses it when it would overwrite
+one of the command's inputs (:func:`refuse_overwrite`, the one output-over-input check, which
+the batch commands run on every file they will write). Folders resume only when made with the
+same settings (:func:`claim_folder`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,21 +35,52 @@ class OutputError(OptinError):
     """An output that cannot or must not be written; the message names the path and why."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's ``KeyboardInterrupt`` so that the same cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated (signal {signum})")
+
+
 @contextlib.contextmanager
-def removed_on_failure(tmp: Path, target: Path) -> Iterator[None]:
-    """Remove ``tmp`` (a file or folder) if the block fails; an ``OSError`` becomes an
-    :class:`OutputError` naming ``target``."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread instead of
+    ending the process on the spot. Only where SIGTERM has its default action (a handler
+    installed by someone else, e.g. a web server, is kept) and only in the main thread."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            if tmp.is_dir() and not tmp.is_symlink():
-                shutil.rmtree(tmp)
-            else:
-                tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(f"cannot write {target}: {_cause(err)}") from err
-        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path, target: Path) -> Iterator[None]:
+    """Remove ``tmp`` (a file or folder) if the block fails or the process is interrupted
+    (Ctrl-C, or SIGTERM: see :func:`sigterm_as_interrupt`); an ``OSError`` becomes an
+    :class:`OutputError` naming ``target``."""
+    with sigterm_as_interrupt():
+        try:
+            yield
+        except BaseException as err:
+            _remove(tmp)
+            if isinstance(err, OSError):
+                raise OutputError(f"cannot write {target}: {_cause(err)}") from err
+            raise
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a temporary file or folder, if it is there."""
+    with contextlib.suppress(OSError):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -97,10 +132,17 @@ def prepare_out_dir(path: str | os.PathLike, option: str = "--out-dir") -> Path:
     return path
 
 
-def prepare_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
-    """Check that the file ``path`` can be written: its folder as :func:`prepare_out_dir`,
-    and ``path`` itself not a folder."""
+def prepare_out_file(path: str | os.PathLike, option: str = "--out", *,
+                     inputs: Iterable[str | os.PathLike]) -> Path:
+    """Check that the file ``path`` can be written: not over one of the command's ``inputs``
+    (:func:`refuse_overwrite`; checked first, before anything is made), its folder as
+    :func:`prepare_out_dir`, and ``path`` itself not a folder.
+
+    Every command that writes one file calls this, naming all it reads (``inputs=()`` when
+    writing over its input is what the command is for).
+    """
     path = Path(path)
+    refuse_overwrite([Path(p) for p in inputs], [path], option)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; give a file name")
     problem = _folder_problem(path.parent)
@@ -131,7 +173,8 @@ def _folder_problem(path: Path) -> str | None:
 def refuse_overwrite(inputs: Iterable[Path], outputs: Iterable[Path],
                      option: str = "--out-dir") -> None:
     """Refuse when an output is an input: the same path after resolving links, or the same
-    file under another name (a hard link).
+    file under another name (a hard link). Inputs are files (a model folder is given as the
+    files it is read from: :func:`optin.checkpoint.checkpoint_files`).
 
     Raises:
         OutputError: naming both files.

@@ -89,6 +89,13 @@ def between(low: float, high: float, low_open: bool = False, high_open: bool = F
     return Range(low, high, low_open, high_open)
 
 
+# The one range of sample rates accepted wherever audio enters (file headers, raw PCM pipes,
+# microphones, command-line rates, feature settings): telephone 4 kHz to studio 384 kHz.
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 384_000
+SAMPLE_RATES = between(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
+
+
 @dataclass(frozen=True)
 class OneOf:
     """One of a fixed set of values (for choices known only at run time, e.g. registries)."""

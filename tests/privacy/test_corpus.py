@@ -13,6 +13,7 @@ from tests.conftest import save_tiny_obfuscator, write_tiny_corpus
 
 from optin.audio.features import FeatureConfig
 from optin.audio.io import AudioError
+from optin.errors import NothingReadError
 from optin.files import OutputError
 from optin.models.cyclegan_vc2 import Generator, GeneratorConfig
 from optin.privacy.corpus import STATE_FILE, obfuscate_inputs
@@ -81,12 +82,13 @@ def test_non_finite_output_is_never_written(tmp_path):
     wav = tmp_path / "corpus" / "wav" / "utt 1.wav"
     with pytest.raises(AudioError, match=r"utt 1\.wav: refusing to write audio with \d+ NaN"):
         obfuscate_inputs(broken, [wav], tmp_path / "files", progress=False, griffin_lim_iters=2)
-    report = obfuscate_inputs(broken, [csv], tmp_path / "m", progress=False,
-                              griffin_lim_iters=2, on_error="skip")
-    assert (report.written, len(report.failed)) == (0, 4)
-    assert "NaN" in report.failed[0][1]
+    with pytest.raises(NothingReadError, match=r"^nothing was obfuscated: all 4 rows failed "
+                                               r"\(utt 0: .*utt_0\.wav: refusing to write "
+                                               r"audio with \d+ NaN.*; and 3 more\)$"):
+        obfuscate_inputs(broken, [csv], tmp_path / "m", progress=False, griffin_lim_iters=2,
+                         on_error="skip")
     assert not (tmp_path / "files").exists()
-    assert sorted(p.name for p in (tmp_path / "m").rglob("*")) == ["manifest.csv", STATE_FILE]
+    assert sorted(p.name for p in (tmp_path / "m").rglob("*")) == [STATE_FILE]  # no manifest
 
 
 def test_features_are_checked_before_they_are_written(tmp_path):

@@ -1,9 +1,12 @@
 """config.json of a checkpoint: sealed field by field (config_sha256), refused when edited or
-not an object, and checked for what can be checked in older checkpoints without the seal."""
+not an object, and checked for what can be checked in older checkpoints without the seal; which
+checkpoints are older is said by their ``format``, not by a missing seal."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,8 @@ from optin.checkpoint import (
     read_config,
     save_checkpoint,
 )
+
+LEGACY = Path(__file__).parents[1] / "data" / "checkpoints" / "obfuscator"
 
 
 @pytest.fixture
@@ -63,14 +68,41 @@ def test_a_config_that_is_not_an_object_is_refused(folder, text, message):
         read_config(folder)
 
 
-def test_an_unsealed_older_config_loads_but_what_can_be_checked_is(folder):
+def test_a_format_1_config_loads_without_the_seal_but_what_can_be_checked_is(tmp_path):
+    folder = shutil.copytree(LEGACY, tmp_path / "ck")  # format 1, as written before the seal
     edit(folder, lambda c: c.pop(CONFIG_HASHES))
-    config, _ = load_checkpoint(folder, kind="test")  # written before the seal: still loads
-    assert CONFIG_HASHES not in config
+    config, _ = load_checkpoint(folder)
+    assert config["format"] == 1 and CONFIG_HASHES not in config
     edit(folder, lambda c: c["features"].update(sample_rate=-5))
     with pytest.raises(CheckpointError, match=r"field 'features': FeatureConfig\.sample_rate: "
-                                              r"expected an integer >= 1, got -5"):
+                                              r"expected an integer in \[4000, 384000\], got -5"):
         load_checkpoint(folder)
     edit(folder, lambda c: c.update(features=[1], kind=3))
     with pytest.raises(CheckpointError, match=r"field 'kind': expected a JSON string, got 3"):
         load_checkpoint(folder)
+
+
+def test_a_removed_seal_is_refused_unless_the_format_predates_it(folder):
+    """A current checkpoint without its seal is not an old one: ``format`` says which it is."""
+    edit(folder, lambda c: c.pop(CONFIG_HASHES))
+    with pytest.raises(CheckpointError, match=rf"ck/config\.json: field '{CONFIG_HASHES}' is "
+                                              r"missing, but format 2 checkpoints are sealed"):
+        load_checkpoint(folder)
+    edit(folder, lambda c: c.update(format=1))  # relabelled as old: the weights say otherwise
+    with pytest.raises(CheckpointError, match=r"ck/config\.json: field 'format' says 1, but "
+                                              r"model\.safetensors was written as format 2"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, r"field 'format': expected a checkpoint format version \(an integer from 1 to 2\), "
+           r"got None"),
+    ("2", r"field 'format': expected .* got '2'"),
+    (True, r"field 'format': expected .* got True"),
+    (0, r"field 'format': expected .* got 0"),
+    (3, r"format 3 was written by a newer optin \(this one reads formats 1 to 2\)"),
+])
+def test_the_format_must_be_a_version_this_optin_reads(folder, value, message):
+    edit(folder, lambda c: c.pop("format") if value is None else c.update(format=value))
+    with pytest.raises(CheckpointError, match=rf"ck/config\.json: {message}"):
+        read_config(folder)

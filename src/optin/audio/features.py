@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from optin.errors import ConfigError
-from optin.settings import Rule, StrictConfig, at_least, between, check_fields
+from optin.settings import SAMPLE_RATES, Rule, StrictConfig, at_least, between, check_fields
 
 FEATURE_VERSION = 1  # bump when the numbers the front-end produces change
 STD_FLOOR = 1e-5
@@ -48,7 +48,7 @@ class FeatureConfig(StrictConfig):
     normalize: bool = True  # per-utterance mean/std normalisation
 
     RANGES: ClassVar[dict[str, Rule]] = {
-        "sample_rate": at_least(1), "n_fft": at_least(2), "win_length": at_least(1),
+        "sample_rate": SAMPLE_RATES, "n_fft": at_least(2), "win_length": at_least(1),
         "hop_length": at_least(1), "target_dbfs": between(-100, 0)}
 
     def __post_init__(self) -> None:

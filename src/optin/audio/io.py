@@ -4,6 +4,11 @@ WAV, FLAC, OGG and MP3 are decoded by soundfile (libsndfile); M4A, AAC, MP4 and 
 libsndfile cannot read by PyAV (FFmpeg's libraries inside the wheel, no system ffmpeg).
 Resampling uses soxr (VHQ). Multi-channel audio is down-mixed by averaging the channels.
 
+Sample rates are accepted in one range, 4 kHz to 384 kHz (:data:`MIN_SAMPLE_RATE`,
+:data:`MAX_SAMPLE_RATE`), checked as soon as a rate is known: in a file's header before it is
+decoded, and for in-memory signals before they are resampled. Resampling is refused when its
+output would exceed :data:`MAX_RESAMPLED_SAMPLES` (512 MiB as float32).
+
 Volume normalisation (the paper normalises volume before the spectrum) is RMS normalisation
 over the active part of the signal: frames of 20 ms whose energy is within 40 dB of the
 loudest frame are "active"; the whole signal is scaled so their RMS is ``target_dbfs``
@@ -25,16 +30,21 @@ import soxr
 
 from optin.errors import ConfigError, OptinError
 from optin.files import atomic_output
+from optin.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 SAMPLE_RATE = 16000
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+# What each suffix is written as (libsndfile format, subtype): the suffixes optin also reads.
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
+                  ".ogg": ("OGG", "VORBIS"), ".oga": ("OGG", "VORBIS"),
+                  ".mp3": ("MP3", "MPEG_LAYER_III"), ".aiff": ("AIFF", "PCM_16"),
+                  ".aif": ("AIFF", "PCM_16"), ".au": ("AU", "PCM_16")}
 SILENCE_DBFS = -90.0
 MAX_CLIPPED_SHARE = 0.1  # written audio with more samples at full scale is refused
 _SFE_SYSTEM = 2  # libsndfile's "System error." (an OS call failed)
-# The one range of sample rates accepted wherever audio enters (files, headers, pipes,
-# microphones, command-line rates): telephone 4 kHz to studio 384 kHz.
-MIN_SAMPLE_RATE = 4_000
-MAX_SAMPLE_RATE = 384_000
+# Resampling refuses to make more samples than this: 512 MiB as float32, 2 h 20 min at 16 kHz
+# (a one-line error instead of a multi-gigabyte allocation for a file whose header lies).
+MAX_RESAMPLED_SAMPLES = 2**27
 
 Normalization = Literal["rms", "peak", "none"]
 
@@ -73,6 +83,42 @@ def check_sample_rate(rate: int | float, name: str | os.PathLike = "audio") -> i
     return int(rate)
 
 
+def check_resample_budget(n: int, rate: int, sample_rate: int,
+                          name: str | os.PathLike = "audio") -> int:
+    """The number of samples resampling ``n`` samples from ``rate`` to ``sample_rate`` makes
+    (``n * sample_rate / rate``), if it is within :data:`MAX_RESAMPLED_SAMPLES`.
+
+    Raises:
+        AudioError: naming ``name``, the count and the budget.
+    """
+    n_out = -(-int(n) * int(sample_rate) // int(rate))
+    if n_out > MAX_RESAMPLED_SAMPLES:
+        raise AudioError(
+            f"{name}: resampling {n} samples from {rate} Hz to {sample_rate} Hz would make "
+            f"{n_out} samples ({4 * n_out / 2**30:.1f} GiB), over the budget of "
+            f"{MAX_RESAMPLED_SAMPLES} ({4 * MAX_RESAMPLED_SAMPLES / 2**20:.0f} MiB); split the "
+            "audio into shorter files")
+    return n_out
+
+
+def resample(wave: np.ndarray, rate: int, sample_rate: int,
+             name: str | os.PathLike = "audio") -> np.ndarray:
+    """(N,) float32 from ``rate`` to ``sample_rate`` Hz (soxr, VHQ), both rates in the accepted
+    range and the output within :data:`MAX_RESAMPLED_SAMPLES` (checked before any work).
+
+    Raises:
+        AudioError: a rate out of range or an output over the budget, naming ``name``.
+    """
+    rate = check_sample_rate(rate, name)
+    sample_rate = check_sample_rate(sample_rate, f"{name} (resampled)")
+    if rate == sample_rate:
+        return wave
+    check_resample_budget(len(wave), rate, sample_rate, name)
+    out = soxr.resample(np.ascontiguousarray(wave, np.float32), rate, sample_rate,
+                        quality="VHQ")
+    return out.astype(np.float32, copy=False)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Rate, channels and length of an audio file without decoding it all.
 
@@ -84,10 +130,12 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
             info = sf.info(str(path))
-            return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
         except (sf.LibsndfileError, RuntimeError) as err:
             if path.suffix.lower() in {".wav", ".flac", ".ogg", ".oga"}:
                 raise AudioError(f"{path}: not a readable audio file ({err})") from err
+        else:
+            rate = check_sample_rate(info.samplerate, path)
+            return AudioInfo(rate, int(info.channels), int(info.frames))
     return _probe_av(path)
 
 
@@ -147,9 +195,7 @@ def prepare_wave(
     if not np.isfinite(wave).all():
         bad = int((~np.isfinite(wave)).sum())
         raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite")
-    check_sample_rate(rate, name)
-    if rate != sample_rate:
-        wave = soxr.resample(wave, rate, sample_rate, quality="VHQ").astype(np.float32)
+    wave = resample(wave, rate, sample_rate, name)
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak <= 10 ** (SILENCE_DBFS / 20):
         if not allow_silence:
@@ -197,8 +243,9 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     _check_exists(path)
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            return data, int(rate)
+            with sf.SoundFile(str(path)) as file:
+                rate = check_sample_rate(file.samplerate, path)  # before anything is decoded
+                return file.read(dtype="float32", always_2d=True), rate
         except (sf.LibsndfileError, RuntimeError) as err:
             if path.suffix.lower() in {".wav", ".flac", ".ogg", ".oga"}:
                 raise AudioError(f"{path}: not a readable audio file ({err})") from err
@@ -206,20 +253,38 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return _decode_av(path)
 
 
-def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write (N,) float audio as 16-bit PCM (WAV/FLAC by suffix), atomically.
+def output_format(path: str | os.PathLike, option: str | None = None) -> tuple[str, str]:
+    """The (libsndfile format, subtype) a file is written in, from its suffix
+    (:data:`OUTPUT_FORMATS`: 16-bit PCM, or Vorbis / MP3 for the lossy ones).
 
     Raises:
-        AudioError: ``wave`` is not fit to write (see :func:`check_output_wave`).
+        AudioError: a suffix optin cannot write, naming ``option`` (if given) and the path.
+    """
+    suffix = Path(path).suffix.lower()
+    found = OUTPUT_FORMATS.get(suffix)
+    if found is None or not sf.check_format(*found):
+        writable = ", ".join(s for s, f in OUTPUT_FORMATS.items() if sf.check_format(*f))
+        what = f"'{suffix}' files" if suffix else "files without a suffix"
+        raise AudioError(f"{option + ' ' if option else ''}{path}: cannot write {what}; "
+                         f"give one of {writable}")
+    return found
+
+
+def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write (N,) float audio atomically, in the format of its suffix (:func:`output_format`).
+
+    Raises:
+        AudioError: ``wave`` is not fit to write (see :func:`check_output_wave`), or the
+            suffix is not one optin writes.
         OutputError: the file cannot be written (no space, no permission...).
     """
     path = Path(path)
+    fmt, subtype = output_format(path)
     check_output_wave(wave, path)
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
     with atomic_output(path) as tmp:
         try:
             sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, format=fmt,
-                     subtype="PCM_16" if fmt != "OGG" else "VORBIS")
+                     subtype=subtype)
         except sf.LibsndfileError as err:
             raise soundfile_oserror(err, path) from err
     return path
@@ -291,8 +356,7 @@ def _probe_av(path: Path) -> AudioInfo:
         raise
     except Exception as err:
         raise AudioError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
-    if rate <= 0:
-        raise AudioError(f"{path}: audio stream has no sample rate")
+    check_sample_rate(rate, path)
     return AudioInfo(rate, channels, round(seconds * rate))
 
 
@@ -303,6 +367,7 @@ def _decode_av(path: Path) -> tuple[np.ndarray, int]:
     try:
         with av.open(str(path)) as container:
             stream, rate = _audio_stream(container, path)
+            check_sample_rate(rate, path)  # before anything is decoded
             chunks = []
             for frame in container.decode(stream):
                 arr = frame.to_ndarray()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from optin.audio.io import AudioError
 from optin.corpora.manifest import Manifest, ManifestError
-from optin.errors import ConfigError
+from optin.errors import ConfigError, refuse_all_failed
 from optin.files import claim_folder, refuse_overwrite
 
 ON_ERROR = ("fail", "skip")
@@ -94,6 +94,9 @@ def process_files(paths: Sequence[Path], task: Callable[[Path], Any], report: Re
     """Run ``task(path)`` on every file; count writes, collect or raise failures.
 
     ``outputs(path)`` lists the files the task writes for ``path``; none may be an input.
+
+    Raises:
+        NothingReadError: every file failed (with ``on_error="skip"``).
     """
     _check_on_error(on_error)
     refuse_overwrite(paths, [out for p in paths for out in outputs(p)])
@@ -107,6 +110,7 @@ def process_files(paths: Sequence[Path], task: Callable[[Path], Any], report: Re
                 raise err
             else:
                 report.failed.append((str(paths[i]), str(err)))
+    refuse_all_failed(report.failed, report.written, "files", f"nothing was {report.verb}")
     return report
 
 
@@ -121,6 +125,8 @@ def process_manifest(manifest: Manifest, out: Path, task: RowTask, new_columns: 
     ``outputs(name)`` lists the files the task writes for a row (by file-safe id); none may
     be an input. ``state`` is ``(file name, settings)``: the settings are recorded in ``out``
     and a folder made with other settings is refused (see :func:`optin.files.claim_folder`).
+    When every row failed (``on_error="skip"``), :class:`optin.errors.NothingReadError` is
+    raised and no manifest is written.
     """
     _check_on_error(on_error)
     names = [safe_name(row["id"]) for row in manifest.rows]
@@ -155,6 +161,7 @@ def process_manifest(manifest: Manifest, out: Path, task: RowTask, new_columns: 
                 report.written += 1
             else:
                 report.reused += 1
+    refuse_all_failed(report.failed, len(done), "rows", f"nothing was {report.verb}")
     rows = [dict(manifest.rows[i], **done[i]) for i in sorted(done)]
     result_manifest = Manifest(rows=rows, columns=[*manifest.columns, *new_columns], root=out)
     report.manifest = result_manifest.write(out / "manifest.csv")

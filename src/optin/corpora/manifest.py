@@ -150,6 +150,11 @@ class Manifest:
         p = Path(row["path"])
         return p if p.is_absolute() else self.root / p
 
+    def files(self) -> list[Path]:
+        """What reading it reads: the CSV file (when it came from one) and every row's audio
+        (the inputs an output must not overwrite: :func:`optin.files.refuse_overwrite`)."""
+        return ([self.source] if self.source else []) + [self.audio_path(r) for r in self.rows]
+
     def column(self, name: str) -> list[str]:
         """All values of a column, in row order."""
         self.require_column(name)

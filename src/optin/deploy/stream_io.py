@@ -2,8 +2,11 @@
 
 An audio file (decoded and volume-normalised like offline obfuscation), raw signed 16-bit
 little-endian mono PCM on a pipe, or a microphone through the optional ``sounddevice`` package
-(``optin[live]``); out to a WAV/FLAC file or raw PCM. Other rates are resampled piece by piece
-(soxr streams). The streaming algorithm itself is :mod:`optin.deploy.streaming`.
+(``optin[live]``); out to an audio file in the format of its suffix
+(:func:`optin.audio.io.output_format`) or raw PCM. Other rates are resampled piece by piece
+(soxr streams); every rate is in the one accepted range (4 kHz to 384 kHz). Options that do not
+apply to the source and output asked for are refused (:func:`check_stream_options`). The
+streaming algorithm itself is :mod:`optin.deploy.streaming`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from optin.audio.io import check_output_wave, load_audio, soundfile_oserror
+from optin.audio.io import (
+    SAMPLE_RATE,
+    audio_info,
+    check_output_wave,
+    check_sample_rate,
+    load_audio,
+    output_format,
+    soundfile_oserror,
+)
+from optin.checkpoint import checkpoint_files
 from optin.deploy.causal_stream import open_stream
 from optin.deploy.streaming import PhaseMode, StreamError, StreamingObfuscator
 from optin.errors import ConfigError, OptinError
-from optin.files import atomic_output, refuse_overwrite
+from optin.files import atomic_output, prepare_out_file
 from optin.privacy.obfuscator import Obfuscator
 
 PCM_SCALE = 32768.0
@@ -189,18 +201,19 @@ def run_stream(streamer: StreamingObfuscator, source: Iterable[np.ndarray],
 
 
 class WavSink:
-    """Write 16-bit PCM incrementally to ``path`` (in the format ``fmt``: WAV or FLAC).
+    """Write audio incrementally to ``path`` in the libsndfile format ``fmt`` and ``subtype``
+    (16-bit WAV by default; see :func:`optin.audio.io.output_format`).
 
     ``stream_command`` gives it the temporary file of :func:`optin.files.atomic_output`;
     libsndfile's errors come out as the OSError behind them, naming ``name``.
     """
 
     def __init__(self, path: str | os.PathLike, rate: int, fmt: str = "WAV",
-                 name: str | os.PathLike | None = None) -> None:
+                 name: str | os.PathLike | None = None, subtype: str = "PCM_16") -> None:
         self.name = name or path
         try:
             self.file = sf.SoundFile(str(path), "w", samplerate=rate, channels=1,
-                                     subtype="PCM_16", format=fmt)
+                                     subtype=subtype, format=fmt)
         except sf.LibsndfileError as err:
             raise soundfile_oserror(err, self.name) from err
 
@@ -245,24 +258,52 @@ def default_phase(obfuscator: Obfuscator) -> PhaseMode:
     return "input" if attribute == "speaker" else "griffin-lim"
 
 
+def check_stream_options(source: str, output: str, rate: int | None = None,
+                         seconds: float | None = None) -> None:
+    """Refuse what does not apply to this source and output, instead of ignoring it:
+    ``seconds`` without the microphone, ``rate`` when both ends are files (they are read and
+    written at the model's rate), a rate out of range, an output suffix optin cannot write.
+
+    Raises:
+        ConfigError, AudioError: one line naming the option.
+    """
+    if seconds is not None and source != "mic":
+        raise ConfigError(f"--seconds: applies to --input mic only (it ends the recording); "
+                          f"--input {source} ends by itself")
+    if rate is not None:
+        check_sample_rate(rate, "--rate")
+        if source not in ("-", "mic") and output != "-":
+            raise ConfigError(f"--rate: applies to raw PCM (--input -, --output -) and the "
+                              f"microphone; --input {source} and --output {output} are files, "
+                              "read and written at the model's rate")
+    if output != "-":
+        output_format(output, "--output")
+
+
 def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-",
-                   chunk_ms: float | None = None, rate: int = 16000,
+                   chunk_ms: float | None = None, rate: int | None = None,
                    window_ms: float | None = None, phase: str | None = None,
                    seconds: float | None = None,
                    stdin: BinaryIO | None = None, stdout: BinaryIO | None = None,
                    log: Callable[[str], None] | None = None) -> StreamReport:
     """``optin stream``: obfuscate a file, raw PCM on stdin (``-``) or the microphone
-    (``mic``) into a WAV/FLAC file or raw PCM on stdout (``-``).
+    (``mic``) into an audio file (format by suffix) or raw PCM on stdout (``-``).
 
-    ``rate`` is the rate of raw PCM / microphone input and of raw PCM output; files are
-    decoded and written at the obfuscator's rate.
+    ``rate`` (default 16000) is the rate of raw PCM / microphone input and of raw PCM
+    output; files are decoded and written at the obfuscator's rate. The options and the
+    output file (:func:`optin.files.prepare_out_file`: never over the input or the model) are
+    checked before the model is loaded, an input file's header
+    (:func:`optin.audio.io.audio_info`) before the stream starts.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
-    if rate <= 0:
-        raise ConfigError(f"--rate must be > 0, got {rate}")
-    if source not in ("-", "mic") and output != "-":
-        refuse_overwrite([Path(source)], [Path(output)], option="--output")
+    check_stream_options(source, output, rate, seconds)
+    rate = SAMPLE_RATE if rate is None else rate
+    read = [Path(source)] if source not in ("-", "mic") else []
+    if output != "-":
+        prepare_out_file(output, "--output", inputs=[*read, *checkpoint_files(model)])
     obfuscator = Obfuscator.load(model)
+    for path in read:
+        audio_info(path)  # missing, unreadable or at a rate out of range: before the stream
     streamer = open_stream(obfuscator, chunk_ms=chunk_ms, window_ms=window_ms,
                            phase=phase or default_phase(obfuscator))  # type: ignore[arg-type]
     feature_rate = streamer.features.sample_rate
@@ -284,8 +325,9 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
         sink: Callable[[np.ndarray], None] = pcm_sink(stdout or sys.stdout.buffer)
         report = run_stream(streamer, frames, sink, rate_in, rate, stop_on_interrupt=live)
     else:
-        fmt = "FLAC" if Path(output).suffix.lower() == ".flac" else "WAV"
-        with atomic_output(output) as tmp, WavSink(tmp, feature_rate, fmt, name=output) as wav:
+        fmt, subtype = output_format(output, "--output")
+        with atomic_output(output) as tmp, \
+                WavSink(tmp, feature_rate, fmt, name=output, subtype=subtype) as wav:
             report = run_stream(streamer, frames, wav, rate_in, feature_rate,
                                 stop_on_interrupt=live, name=output)
         log(f"wrote {output}")

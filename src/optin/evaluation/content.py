@@ -15,7 +15,7 @@ gives three word error rates (:mod:`optin.metrics.wer`, corpus-level):
 The protected side is a manifest with the same ids (a protected copy of the audio, e.g. written
 by ``optin obfuscate`` or ``optin anonymize``), or a ``transform`` of the original waveform, or
 absent (then only the first rate). Audio that cannot be read is skipped and reported, as the
-batch jobs do.
+batch jobs do; when no row at all can be read, the attack is refused in one line.
 
 Limits (also in every report): the model is US English, so on other languages the rate against
 the original transcript measures only whether the recognizer's output survives the protection,
@@ -33,12 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 from tqdm.auto import tqdm
 
-from optin.audio.io import SAMPLE_RATE, AudioError, load_audio, normalize_volume
+from optin.audio.io import (
+    SAMPLE_RATE,
+    AudioError,
+    check_sample_rate,
+    load_audio,
+    normalize_volume,
+    resample,
+)
 from optin.corpora.manifest import Manifest, ManifestError
-from optin.errors import ConfigError, OptinError
+from optin.errors import ConfigError, OptinError, refuse_all_failed
 from optin.metrics.wer import EditCounts, edit_counts, normalize_words
 
 RECOGNIZER_RATE = 16000  # the en-us acoustic model's rate
@@ -122,12 +128,10 @@ class Recognizer:
         wave = wave.astype(np.float32, copy=False)
         if not np.isfinite(wave).all():
             raise AudioError("transcribe: the audio holds NaN or infinite samples")
-        if sample_rate <= 0:
-            raise AudioError(f"transcribe: invalid sample rate {sample_rate}")
+        check_sample_rate(sample_rate, "transcribe")
         if wave.size == 0:
             return ""
-        if sample_rate != RECOGNIZER_RATE:
-            wave = soxr.resample(wave, sample_rate, RECOGNIZER_RATE, quality="VHQ")
+        wave = resample(wave, sample_rate, RECOGNIZER_RATE, "transcribe")
         wave = normalize_volume(wave, RECOGNIZER_RATE, "rms", LEVEL_DBFS)
         if self.noise_floor_dbfs is not None:
             noise = np.random.default_rng(0).standard_normal(wave.size).astype(np.float32)
@@ -283,6 +287,7 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
         ConfigError: both ``protected`` and ``transform`` given, or ``limit`` below 1.
         ManifestError: no such split, or ids missing from the protected manifest (named).
         RecognizerError: pocketsphinx is missing.
+        NothingReadError: no row could be read (every one skipped), naming the first.
     """
     if protected is not None and transform is not None:
         raise ConfigError("content attack: give a protected manifest or a transform, not both")
@@ -357,6 +362,7 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
             totals["protected_vs_original"] += edit_counts(normalize_words(heard),
                                                            normalize_words(heard_protected))
         report.transcripts[row_id] = entry
+    refuse_all_failed(report.skipped, report.utterances, f"rows of split '{split}'")
     if report.references:
         report.counts["original"] = totals["original"]
         report.wer_original = _rate(totals["original"])
