@@ -27,7 +27,6 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     import torch
-
     from torch.utils.flop_counter import FlopCounterMode
 
     from optin.deploy.bench import matmul_gflops

@@ -76,8 +76,9 @@ class ObfuscatorTrainConfig(RunSettings):
         "min_agreement": "validation agreement a selected epoch must reach (default 0.95)",
         "window": "epochs over which convergence is judged (default 3)",
         "tolerance": "relative spread of the validation losses that counts as converged",
-        "device": "auto (default), cpu, cuda", "amp": "mixed precision: float16 on a GPU, bfloat16 on a CPU with AMX units "
-                              "(float32 elsewhere)",
+        "device": "auto (default), cpu, cuda",
+        "amp": "mixed precision: float16 on a GPU, bfloat16 on a CPU with AMX units (float32 "
+               "elsewhere)",
         "checkpoint_every": "save the training state every N steps (default 50)",
         "snapshot_seconds": "... and every S seconds, whichever comes first (default 60)"}
     RANGES: ClassVar[dict[str, Rule]] = {
