@@ -37,7 +37,7 @@ from pathlib import Path
 
 from optin import __version__
 from optin.errors import ConfigError, OptinError
-from optin.files import Terminated, prepare_out_dir, prepare_out_file
+from optin.files import Terminated, check_out_dir, prepare_out_dir, prepare_out_file
 from optin.settings import SAMPLE_RATES, Rule, Setting, above, at_least, between, settings_of
 
 
@@ -143,6 +143,7 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
 
     config = obfuscator_preset(args.preset, **settings_given(args, ObfuscatorTrainConfig))
     targets = target_choices_of(args)
+    check_out_dir(args.out, "--out")
     load_tasks(targets)  # every target loaded and probed once before --out is touched
     prepare_out_dir(args.out, "--out")
     train_obfuscator(args.manifest, targets, args.out, config, progress=not args.quiet,

@@ -132,6 +132,19 @@ def prepare_out_dir(path: str | os.PathLike, option: str = "--out-dir") -> Path:
     return path
 
 
+def check_out_dir(path: str | os.PathLike, option: str = "--out-dir") -> Path:
+    """What :func:`prepare_out_dir` can tell without creating anything: a file in the way.
+
+    Commands that load and check their inputs before making their output folder call this
+    first, so that both problems are reported in the order a user expects.
+    """
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"{option} {path}: cannot create the folder: {blocker} is a file")
+    return path
+
+
 def prepare_out_file(path: str | os.PathLike, option: str = "--out", *,
                      inputs: Iterable[str | os.PathLike]) -> Path:
     """Check that the file ``path`` can be written: not over one of the command's ``inputs``
