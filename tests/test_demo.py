@@ -39,6 +39,10 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert set(fig4) == {"opt-in", "adr", "mcadams", "opt-in-templates"}
     assert all(set(s["attacks"]) == {"gender", "emotion"} for s in fig4.values())
     assert "mcadams" in printed and "EER" in printed
+    # where the time went: every stage of both experiments, the obfuscator's among them
+    stages = summary["experiments"][0]["stages"]
+    assert stages[0]["stage"] == "preparing the data" and all(r["seconds"] >= 0 for r in stages)
+    assert "where the time went" in printed and "fitting system 'opt-in'" in printed
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [e["name"] for e in results["experiments"]] == names
     assert (tmp_path / "demo" / "report.md").is_file()

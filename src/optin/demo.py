@@ -169,6 +169,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                              f"{_fmt(attack['original']):>8} {_fmt(attack['ignorant']):>8} "
                              f"{_fmt(attack['informed']):>8} {_fmt(attack['output_only']):>11}")
     lines.append("")
+    lines.append("where the time went (s; a stage lasts until the next begins; models the "
+                 "experiments share are trained once)")
+    for experiment in summary["experiments"]:
+        for row in experiment.get("stages", []):
+            lines.append(f"  {experiment['name']:<11} {row['seconds']:7.1f}  {row['stage']}")
+    lines.append("")
     lines.append(f"report:   {summary['report']}")
     for fig in summary["figures"]:
         lines.append(f"figure:   {fig}")

@@ -40,7 +40,6 @@ def tiny_run(tmp_path_factory):
     return out, experiment
 
 
-@pytest.mark.slow
 def test_runs_end_to_end_with_every_number(tiny_run):
     out, _ = tiny_run
     results = json.loads((out / "results.json").read_text())
@@ -322,3 +321,14 @@ def test_the_limit_and_its_student_beside_each_other(tmp_path, one_thread):
     assert "excess_leakage" in student["attacks"]["gender"]
     report = (tmp_path / "report.md").read_text()
     assert "opt-in limit" in report and "frontier" in report
+
+
+def test_stages_time_each_stage_until_the_next(monkeypatch, capsys):
+    clock = iter([10.0, 10.0, 12.5, 20.0])  # made, "data", "model", the table
+    monkeypatch.setattr(experiment_module.time, "perf_counter", lambda: next(clock))
+    log = experiment_module.Stages("x")
+    log("data")
+    log("model")
+    assert log.table() == [{"stage": "data", "seconds": 2.5},
+                           {"stage": "model", "seconds": 7.5}]
+    assert capsys.readouterr().err.splitlines() == ["[x     0.0 s] data", "[x     2.5 s] model"]

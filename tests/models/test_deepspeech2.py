@@ -282,7 +282,6 @@ def _two_band_batch(
     return x, labels, lengths
 
 
-@pytest.mark.slow
 def test_learns_two_synthetic_classes() -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)

@@ -5,7 +5,7 @@ models the page shows: the target, DeepSpeech2 attackers (ignorant and informed)
 obfuscator and McAdams; then the seed's x-vector extractor is trained the way the harness
 trains it for speaker verification (``SeedVectors``), without the verification trials. ADR is
 left out here (its vector world costs about two minutes on CPU-2): the slow test
-``test_the_demo_run_is_served`` serves a whole tiny demo run, ADR included.
+``tests/test_demo.py`` serves a whole tiny demo run, ADR included.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ def gender_run(quick_corpus, tmp_path_factory):
     return out, final
 
 
-@pytest.mark.slow
 def test_gender_classifier_beats_chance_on_test(gender_run, quick_corpus):
     out, final = gender_run
     result = evaluate_classifier(out, quick_corpus, split="test", progress=False)
@@ -50,7 +49,6 @@ def test_gender_classifier_beats_chance_on_test(gender_run, quick_corpus):
     assert (out / "metrics.csv").read_text().count("\n") == 1 + final["training"]["epochs_run"]
 
 
-@pytest.mark.slow
 def test_speaker_classifier_beats_chance_on_test(quick_corpus, tmp_path):
     cfg = tiny("speaker", epochs=6, draws_per_epoch=320, hidden_size=48, lr=4e-3)
     train_classifier(quick_corpus, cfg, tmp_path / "spk", progress=False)

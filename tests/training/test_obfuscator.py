@@ -254,7 +254,6 @@ def test_killed_obfuscator_run_resumes_to_the_same_weights(gender_target, quick_
         assert all(torch.equal(a[k], b[k]) for k in a), part
 
 
-@pytest.mark.slow
 def test_causal_obfuscator_learns_the_task_from_scratch(gender_target, quick_corpus, tmp_path):
     """The streaming-native architecture trains in the same loop: from a random start (not
     the identity) it reaches the permitted task on held-out test data."""

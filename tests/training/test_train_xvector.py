@@ -111,7 +111,6 @@ def xvector_run(quick_corpus, tmp_path_factory):
     return out, cfg, final
 
 
-@pytest.mark.slow
 def test_learns_speakers(xvector_run, quick_corpus):
     out, _, final = xvector_run
     result = evaluate_xvector(out, quick_corpus, split="test", progress=False)
@@ -129,7 +128,6 @@ def test_learns_speakers(xvector_run, quick_corpus):
     assert float(history[0]["train_loss"]) > float(history[-1]["train_loss"])
 
 
-@pytest.mark.slow
 def test_rerun_reuses_the_finished_model_and_refuses_other_settings(xvector_run, quick_corpus):
     out, cfg, final = xvector_run
     weights = (out / "model.safetensors").stat().st_mtime_ns
@@ -139,7 +137,6 @@ def test_rerun_reuses_the_finished_model_and_refuses_other_settings(xvector_run,
         train_xvector(quick_corpus, preset_config("quick", epochs=5), out, progress=False)
 
 
-@pytest.mark.slow
 def test_protected_embeddings_and_pairings(xvector_run, quick_corpus):
     out, _, _ = xvector_run
     ext = XVectorExtractor.load(out)

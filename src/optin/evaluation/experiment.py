@@ -99,19 +99,28 @@ def stat(values: Sequence[float | None]) -> dict[str, Any] | None:
 
 
 class Stages:
-    """One line per stage on stderr with the elapsed time since the experiment began."""
+    """One line per stage on stderr with the elapsed time since the experiment began; each
+    stage lasts until the next one begins (:meth:`table`)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.start = time.perf_counter()
+        self.begun: list[tuple[str, float]] = []
 
     def __call__(self, message: str) -> None:
-        print(f"[{self.name} {time.perf_counter() - self.start:7.1f} s] {message}",
-              file=sys.stderr, flush=True)
+        now = time.perf_counter() - self.start
+        self.begun.append((message, now))
+        print(f"[{self.name} {now:7.1f} s] {message}", file=sys.stderr, flush=True)
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def table(self) -> list[dict[str, Any]]:
+        """[{"stage", "seconds"}] in order, the last one lasting until now."""
+        ends = [t for _, t in self.begun[1:]] + [self.elapsed]
+        return [{"stage": message, "seconds": round(end - begin, 1)}
+                for (message, begin), end in zip(self.begun, ends, strict=True)]
 
 
 def prepare_manifest(config: ExperimentConfig, out: Path, data_root: Path | None,
@@ -328,6 +337,7 @@ def run_experiment(config: ExperimentConfig | str | os.PathLike, out: str | os.P
     per_seed = {seed: run_seed(config, manifest, out, seed, log, progress)
                 for seed in config.seeds}
     experiment = aggregate(config, manifest, per_seed, log.elapsed)
+    experiment["stages"] = log.table()
     results_path = out / "results.json"
     results = (json.loads(results_path.read_text()) if results_path.is_file()
                else {"schema": "optin-results/1", "experiments": [], "rows": []})

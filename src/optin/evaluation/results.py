@@ -22,6 +22,8 @@ The results interface (``results.json``)::
           "preset": "quick",
           "seeds": [0, 1, 2],
           "wall_seconds": 812.4,
+          "stages": [{"stage": "seed 0: target model T for 'speaker'", "seconds": 84.0}, ...],
+                                              # where the time went (optional; in order)
           "systems": {
             "opt-in": {                       # system key: "opt-in", "adr", "mcadams"
               "label": "opt-in obfuscator",
