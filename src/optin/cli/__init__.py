@@ -39,8 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from optin import __version__
-from optin.cli.common import Handler, add_settings, settings_given
-from optin.cli.data import _data_info as _data_info  # tests replace it here (see _handler)
+from optin.cli.common import add_settings, settings_given
 from optin.cli.data import add_data_commands
 from optin.cli.deploy import add_bench, add_export, add_stream
 from optin.cli.evaluate import add_content, add_eval, add_gauge
@@ -106,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     debug = bool(os.environ.get("OPTIN_DEBUG"))
     try:
-        status = _handler(args)(args)
+        status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:
@@ -121,13 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         how = "terminated" if isinstance(err, Terminated) else "interrupted"
         print(f"{how}; rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(err, Terminated) else 130
-
-
-def _handler(args: argparse.Namespace) -> Handler:
-    """The function of the parsed command. One re-exported here under its name is taken from
-    here, so that replacing it on ``optin.cli`` (as tests do) reaches the parser that its own
-    module built."""
-    return globals().get(args.func.__name__, args.func)
 
 
 def _silence_stdout() -> None:
