@@ -219,7 +219,7 @@ def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, error):
     def handler(args):
         raise error
 
-    monkeypatch.setattr("optin.cli._data_info", handler)
+    monkeypatch.setattr("optin.cli.data._data_info", handler)
     with pytest.raises(type(error)):
         main(["data", "info", "m.csv"])
 
@@ -228,7 +228,7 @@ def test_debug_shows_the_traceback_and_ctrl_c_says_how_to_resume(monkeypatch, ca
     def handler(args):
         raise OptinError("m.csv: bad")
 
-    monkeypatch.setattr("optin.cli._data_info", handler)
+    monkeypatch.setattr("optin.cli.data._data_info", handler)
     monkeypatch.setenv("OPTIN_DEBUG", "1")
     with pytest.raises(OptinError):
         main(["data", "info", "m.csv"])
@@ -236,6 +236,6 @@ def test_debug_shows_the_traceback_and_ctrl_c_says_how_to_resume(monkeypatch, ca
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("optin.cli._data_info", interrupted)
+    monkeypatch.setattr("optin.cli.data._data_info", interrupted)
     assert main(["data", "info", "m.csv"]) == 130
     assert capsys.readouterr().err == "interrupted; rerun the same command to resume\n"

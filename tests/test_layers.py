@@ -44,7 +44,7 @@ LAYERS = [
     {"serve"},
     {"cli", "__main__", "testing"},
 ]
-LAZY_ALLOWED = {"optin.cli"}
+LAZY_ALLOWED = "optin.cli"  # the CLI package, every module of it
 
 
 def _module_name(path: Path) -> str:
@@ -161,7 +161,8 @@ def test_no_import_cycle_between_modules() -> None:
 def test_no_optin_import_inside_a_function() -> None:
     modules = _modules()
     lazy = sorted({f"{m} (line {line}) -> {t}" for m, p in modules.items()
-                   if m not in LAZY_ALLOWED for t, line, nested in _imports(p, modules) if nested})
+                   if m != LAZY_ALLOWED and not m.startswith(LAZY_ALLOWED + ".")
+                   for t, line, nested in _imports(p, modules) if nested})
     assert not lazy, "imports inside functions:\n" + "\n".join(lazy)
 
 
