@@ -30,7 +30,9 @@ import torch
 from torch import Tensor
 
 from optin.deploy.receptive_field import ReceptiveField
-from optin.deploy.streaming import Block, PhaseMode, StreamingObfuscator, StreamOutput
+from optin.deploy.stream_blocks import Block, BlockPlanner
+from optin.deploy.stream_norm import FrontEndStats
+from optin.deploy.streaming import PhaseMode, Run, StreamingObfuscator, StreamOutput
 from optin.errors import ConfigError
 from optin.models.causal_obfuscator import CausalObfuscator
 from optin.privacy.obfuscator import Obfuscator
@@ -84,12 +86,13 @@ class CausalStreamingObfuscator(StreamingObfuscator):
         self._setup(obfuscator, chunk_ms, phase, griffin_lim_iters)
         self.network = network
         self.stepper: Stepper = stepper or TorchStepper(network)
-        self.chunk_frames = max(1, math.ceil(chunk_ms / self.hop_ms - 1e-9))
-        self.lookahead_frames = network.lookahead
         history = network.config.history
         self.receptive_field = ReceptiveField(left=history, right=network.lookahead, period=1)
-        self.window_frames = history + 1 + network.lookahead  # what one output frame reads
-        self.fixed_stats = None
+        self.planner = BlockPlanner(
+            chunk_frames=max(1, math.ceil(chunk_ms / self.hop_ms - 1e-9)),
+            lookahead_frames=network.lookahead,
+            window_frames=history + 1 + network.lookahead)  # what one output frame reads
+        self._norm = FrontEndStats(self.features.n_freq)  # kept, never asked: no statistics
         self.reset()
 
     @property
@@ -106,15 +109,15 @@ class CausalStreamingObfuscator(StreamingObfuscator):
         self._fed = 0  # frames given to the network
         self.stepper.reset()
 
-    def _run_ready(self) -> list[tuple[Block, Tensor, float, float]]:
+    def _run_ready(self) -> list[Run]:
         run = self._advance(padding=False)
         return [run] if run is not None else []
 
-    def _run_rest(self) -> list[tuple[Block, Tensor, float, float]]:
+    def _run_rest(self) -> list[Run]:
         runs = [self._advance(padding=False), self._advance(padding=True)]
         return [r for r in runs if r is not None]
 
-    def _advance(self, padding: bool) -> tuple[Block, Tensor, float, float] | None:
+    def _advance(self, padding: bool) -> Run | None:
         """Run the frames computed since the last run (or, at the end, the look-ahead's
         padding) and synthesise the output frames that became final."""
         la = self.lookahead_frames
@@ -122,14 +125,13 @@ class CausalStreamingObfuscator(StreamingObfuscator):
             if not la:
                 return None
             frames = torch.zeros(self.features.n_freq, la)
-            start = self._frames - la
+            start = self._stft.frames - la
         else:
-            if self._fed == self._frames:
+            if self._fed == self._stft.frames:
                 return None
-            b = self._frame_base
-            frames = self._logmag[:, self._fed - b:self._frames - b]
+            frames = self._stft.logmag(self._fed, self._stft.frames)
             start = self._fed - la
-            self._fed = self._frames
+            self._fed = self._stft.frames
         out = self.stepper(frames, valid=not padding)  # (F, n) for frames start..
         skip = max(0, -start)  # outputs before frame 0 belong to no frame
         out, start = out[:, skip:], start + skip
@@ -143,12 +145,7 @@ class CausalStreamingObfuscator(StreamingObfuscator):
 
     def _drop_frames(self) -> None:
         """Forget frames already synthesised (the network keeps its own history)."""
-        k = self._next_block - self._frame_base
-        if k <= 0:
-            return
-        self._frame_sum, self._frame_sq = self._frame_sum[k:], self._frame_sq[k:]
-        self._logmag, self._spec = self._logmag[:, k:], self._spec[:, k:]
-        self._frame_base = self._next_block
+        self._forget_before(self._next_block)
 
     def calibrate(self, wave: np.ndarray) -> tuple[float, float]:
         raise ConfigError("a causal obfuscator needs no calibration: it is equivariant to the "

@@ -47,11 +47,15 @@ Sources and sinks for ``optin stream`` (files, raw PCM pipes, a microphone) are
 :mod:`optin.deploy.stream_io`. A network built for streaming (causal, each frame computed once,
 a stream equal to offline obfuscation, 40 ms latency) streams with
 :mod:`optin.deploy.causal_stream`, which reuses this class's front-end and audio out.
+
+:class:`StreamingObfuscator` composes one part per job: block planning
+(:mod:`~optin.deploy.stream_blocks`), the STFT buffer (:mod:`~optin.deploy.stream_stft`), the
+front-end statistics (:mod:`~optin.deploy.stream_norm`) and the overlap-add
+(:mod:`~optin.deploy.stream_overlap_add`); it runs the network and hands frames between them.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -60,39 +64,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optin.audio.features import STD_FLOOR, features_to_magnitude, make_window
+from optin.audio.features import FeatureConfig, features_to_magnitude, make_window
 from optin.deploy.receptive_field import ReceptiveField, receptive_field
-from optin.errors import ConfigError, OptinError
-from optin.models.cyclegan_vc2 import DOWNSAMPLE_FACTOR
+from optin.deploy.stream_blocks import Block, BlockPlanner
+from optin.deploy.stream_norm import FrontEndStats
+from optin.deploy.stream_overlap_add import OverlapAdd
+from optin.deploy.stream_stft import StftBuffer, StreamError
+from optin.errors import ConfigError
 from optin.privacy.obfuscator import Obfuscator
+
+__all__ = ["Block", "Normalization", "PhaseMode", "Run", "StreamError", "StreamOutput",
+           "StreamingObfuscator"]
 
 PhaseMode = Literal["input", "griffin-lim"]
 Normalization = Literal["running", "fixed"]
-
-
-class StreamError(OptinError, ValueError):
-    """Bad input to a stream (wrong shape, NaN, too short, pushed after flush)."""
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-@dataclass(frozen=True)
-class Block:
-    """One network run: output frames ``[start, stop)`` from window ``[window_start, window_stop)``.
-
-    With running statistics the block is normalised by all frames in ``[0, window_stop)``.
-    """
-
-    start: int
-    stop: int
-    window_start: int
-    window_stop: int
-
-    @property
-    def window_frames(self) -> int:
-        return self.window_stop - self.window_start
+Run = tuple[Block, Tensor, float, float]  # a block, its (F, k) frames out, mean, std
 
 
 @dataclass
@@ -167,37 +153,17 @@ class StreamingObfuscator:
     ) -> None:
         self._setup(obfuscator, chunk_ms, phase, griffin_lim_iters)
         cfg = self.features
-        if (mean is None) != (std is None):
-            raise ConfigError("give both mean and std, or neither")
-        if std is not None and std <= 0:
-            raise ConfigError(f"std must be > 0, got {std}")
+        self._norm = FrontEndStats.from_settings(cfg.n_freq, mean, std, cfg.normalize)
         self.receptive_field: ReceptiveField = receptive_field(obfuscator.network)
-        rf = self.receptive_field
-        q = DOWNSAMPLE_FACTOR
-        self.chunk_frames = _round_up(math.ceil(chunk_ms / self.hop_ms - 1e-9), q)
-        self.lookahead_frames = _round_up(rf.right, q)
-        if lookahead_ms is not None:
-            wanted = math.ceil(lookahead_ms / self.hop_ms - 1e-9)
-            if wanted < rf.right:
-                raise ConfigError(
-                    f"lookahead_ms={lookahead_ms} is shorter than the network's receptive "
-                    f"field ({rf.right} frames = {rf.right * self.hop_ms:g} ms ahead)")
-            self.lookahead_frames = _round_up(wanted, q)
-        minimum = _round_up(rf.left, q) + self.chunk_frames + self.lookahead_frames
-        self.window_frames = minimum
-        if window_ms is not None:
-            self.window_frames = max(minimum,
-                                     _round_up(math.ceil(window_ms / self.hop_ms - 1e-9), q))
-        if not cfg.normalize:
-            mean, std = 0.0, 1.0
-        self.fixed_stats = None if mean is None else (float(mean), float(std))
+        self.planner = BlockPlanner.for_network(self.receptive_field, self.hop_ms, chunk_ms,
+                                                window_ms, lookahead_ms)
         self.reset()
 
     def _setup(self, obfuscator: Obfuscator, chunk_ms: float, phase: PhaseMode,
                griffin_lim_iters: int) -> None:
         """What every stream checks and keeps: the front-end, the phase rule, the window."""
         self.obfuscator = obfuscator
-        cfg = obfuscator.features
+        cfg: FeatureConfig = obfuscator.features
         self.features = cfg
         self.hop = cfg.hop_length
         self.hop_ms = 1000.0 * cfg.hop_length / cfg.sample_rate
@@ -213,9 +179,37 @@ class StreamingObfuscator:
         self.phase: PhaseMode = phase
         self.griffin_lim_iters = griffin_lim_iters
         self._window = make_window(cfg)  # (n_fft,)
-        self._envelope = (self._window**2).numpy().astype(np.float64)
 
     # ------------------------------------------------------------------ description
+    @property
+    def chunk_frames(self) -> int:
+        """Frames made final per network run."""
+        return self.planner.chunk_frames
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Future frames a run waits for."""
+        return self.planner.lookahead_frames
+
+    @property
+    def window_frames(self) -> int:
+        """Frames the network sees per run (a full-length window)."""
+        return self.planner.window_frames
+
+    @property
+    def left_context_frames(self) -> int:
+        """Frames of history before a chunk in a full-length window."""
+        return self.planner.left_context_frames
+
+    @property
+    def fixed_stats(self) -> tuple[float, float] | None:
+        """The fixed front-end (mean, std), or None for running statistics."""
+        return self._norm.fixed
+
+    @fixed_stats.setter
+    def fixed_stats(self, stats: tuple[float, float] | None) -> None:
+        self._norm.fixed = stats
+
     @property
     def normalization(self) -> Normalization:
         return "running" if self.fixed_stats is None else "fixed"
@@ -231,11 +225,6 @@ class StreamingObfuscator:
     @property
     def window_ms(self) -> float:
         return self.window_frames * self.hop_ms
-
-    @property
-    def left_context_frames(self) -> int:
-        """Frames of history before a chunk in a full-length window."""
-        return self.window_frames - self.chunk_frames - self.lookahead_frames
 
     @property
     def latency_samples(self) -> int:
@@ -257,99 +246,31 @@ class StreamingObfuscator:
 
     # ------------------------------------------------------------------ geometry
     def block(self, start: int, total_frames: int | None = None) -> Block:
-        """The window of the block starting at frame ``start`` (a multiple of the chunk).
-
-        ``total_frames`` is the stream's length once known (at flush); before that the block
-        runs when its lookahead has arrived.
-        """
-        stop = start + self.chunk_frames
-        end = stop + self.lookahead_frames
-        if total_frames is not None:
-            stop, end = min(stop, total_frames), min(end, total_frames)
-        window_start = max(0, _round_up(end, DOWNSAMPLE_FACTOR) - self.window_frames)
-        return Block(start, stop, window_start, end)
+        """The window of the block starting at frame ``start`` (a multiple of the chunk);
+        ``total_frames`` is the stream's length once known (:meth:`BlockPlanner.block`)."""
+        return self.planner.block(start, total_frames)
 
     def plan(self, n_samples: int) -> list[Block]:
         """Every block of a stream of ``n_samples`` samples, in order."""
-        total = self.features.frames(n_samples)
-        return [self.block(b, total) for b in range(0, total, self.chunk_frames)]
-
-    # ------------------------------------------------------------------ state
-    def reset(self) -> None:
-        """Forget everything; the next push starts a new stream."""
-        n_freq = self.features.n_freq
-        self._n_in = 0  # samples received
-        self._pending = np.zeros(0, np.float32)  # samples before the reflect prefix exists
-        self._tail = np.zeros(0, np.float32)  # the last n_fft // 2 + 1 samples received
-        self._padded: np.ndarray | None = None  # reflect-padded stream from _padded_base
-        self._padded_base = 0
-        self._frames = 0  # STFT frames computed
-        self._frame_base = 0  # absolute index of the first buffered frame
-        self._logmag = torch.zeros(n_freq, 0)  # (F, buffered frames)
-        self._spec = torch.zeros(n_freq, 0, dtype=torch.complex64)
-        self._frame_sum = np.zeros(0)  # per buffered frame: sum and sum of squares (float64)
-        self._frame_sq = np.zeros(0)
-        self._dropped = [0.0, 0.0]  # sum and sum of squares of frames dropped from the buffer
-        self._next_block = 0
-        self._ola = np.zeros(0)  # overlap-add numerator and window envelope from _out_base
-        self._env = np.zeros(0)
-        self._out_base = 0  # samples emitted
-        self._last_phase: Tensor | None = None  # (F,) phase of the last synthesised frame
-        self._closed = False
+        return self.planner.plan(self.features.frames(n_samples))
 
     # ------------------------------------------------------------------ streaming
+    def reset(self) -> None:
+        """Forget everything; the next push starts a new stream."""
+        self._stft = StftBuffer(self.features, self._window)
+        self._norm.reset()
+        self._audio = OverlapAdd(self.features, self._window)
+        self._next_block = 0  # the first frame no run has made final
+
     def push(self, samples: np.ndarray) -> StreamOutput:
         """Feed (n,) float samples at the feature rate; return what became final."""
-        self._receive(samples)
+        self._norm.add(self._stft.push(samples))
         return self._collect(self._run_ready(), final_samples=None)
 
     def flush(self) -> StreamOutput:
         """End the stream: run the remaining blocks and return the rest of the audio."""
-        self._end_input()
-        return self._collect(self._run_rest(), final_samples=self._n_in)
-
-    def _receive(self, samples: np.ndarray) -> None:
-        """Check (n,) float samples and compute every STFT frame they complete."""
-        if self._closed:
-            raise StreamError("the stream was flushed; call reset() to start another")
-        x = np.asarray(samples)
-        if x.ndim != 1:
-            raise StreamError(f"expected mono samples (n,), got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise StreamError(f"expected float samples, got {x.dtype}")
-        x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            raise StreamError("samples contain NaN or infinity")
-        self._append(x)
-        self._compute_frames()
-
-    def _end_input(self) -> None:
-        """Close the input: reflect-pad its end and compute the last STFT frames."""
-        if self._closed:
-            raise StreamError("the stream was already flushed")
-        half = self.features.n_fft // 2
-        if self._n_in <= half:
-            raise StreamError(f"the stream holds {self._n_in} samples: the front-end needs "
-                              f"more than {half}")
-        self._closed = True
-        # reflect padding at the end: x[N-2], x[N-3], ..., x[N-1-half]
-        self._extend_padded(self._tail[-half - 1:-1][::-1].copy())
-        self._compute_frames()
-
-    def _run_ready(self) -> list[tuple[Block, Tensor, float, float]]:
-        """Run every block whose lookahead has arrived."""
-        out = []
-        while self._next_block + self.chunk_frames + self.lookahead_frames <= self._frames:
-            out.append(self._run(self.block(self._next_block)))
-        return out
-
-    def _run_rest(self) -> list[tuple[Block, Tensor, float, float]]:
-        """Run the blocks left once the input has ended."""
-        total = self._frames
-        out = []
-        while self._next_block < total:
-            out.append(self._run(self.block(self._next_block, total)))
-        return out
+        self._norm.add(self._stft.end())
+        return self._collect(self._run_rest(), final_samples=self._stft.received)
 
     def process(self, wave: np.ndarray, piece: int | None = None) -> StreamOutput:
         """Stream a whole (N,) waveform in pieces of ``piece`` samples (default: one chunk)
@@ -367,62 +288,25 @@ class StreamingObfuscator:
         return self.fixed_stats
 
     # ------------------------------------------------------------------ internals
-    def _append(self, x: np.ndarray) -> None:
-        self._n_in += len(x)
-        half = self.features.n_fft // 2
-        self._tail = np.concatenate([self._tail, x])[-(half + 1):]
-        if self._padded is not None:
-            self._extend_padded(x)
-            return
-        self._pending = np.concatenate([self._pending, x])
-        if len(self._pending) > half:  # reflect prefix x[half], ..., x[1] is now known
-            self._padded = np.concatenate([self._pending[half:0:-1], self._pending])
-            self._pending = np.zeros(0, np.float32)
+    def _run_ready(self) -> list[Run]:
+        """Run every block whose lookahead has arrived."""
+        out = []
+        while self.planner.ready(self._next_block, self._stft.frames):
+            out.append(self._run(self.block(self._next_block)))
+        return out
 
-    def _extend_padded(self, x: np.ndarray) -> None:
-        assert self._padded is not None
-        self._padded = np.concatenate([self._padded, x])
+    def _run_rest(self) -> list[Run]:
+        """Run the blocks left once the input has ended."""
+        total = self._stft.frames
+        out = []
+        while self._next_block < total:
+            out.append(self._run(self.block(self._next_block, total)))
+        return out
 
-    def _compute_frames(self) -> None:
-        """STFT every frame whose samples are all in (centred frames, hop-spaced)."""
-        if self._padded is None:
-            return
-        n_fft, hop = self.features.n_fft, self.hop
-        offset = self._frames * hop - self._padded_base
-        available = (len(self._padded) - offset - n_fft) // hop + 1
-        if available <= 0:
-            return
-        seg = torch.from_numpy(self._padded[offset:offset + (available - 1) * hop + n_fft])
-        spec = torch.stft(seg, n_fft=n_fft, hop_length=hop, win_length=self.features.win_length,
-                          window=self._window, center=False, return_complex=True)  # (F, k)
-        logmag = torch.log1p(spec.abs())
-        self._spec = torch.cat([self._spec, spec], dim=1)
-        self._logmag = torch.cat([self._logmag, logmag], dim=1)
-        lm = logmag.double()
-        self._frame_sum = np.concatenate([self._frame_sum, lm.sum(0).numpy()])
-        self._frame_sq = np.concatenate([self._frame_sq, (lm**2).sum(0).numpy()])
-        self._frames += available
-        drop = self._frames * hop - self._padded_base  # the next frame starts here
-        self._padded = self._padded[drop:]
-        self._padded_base += drop
-
-    def _stats(self, stop: int) -> tuple[float, float]:
-        """Front-end (mean, std) for a window ending at frame ``stop``."""
-        if self.fixed_stats is not None:
-            return self.fixed_stats
-        k = stop - self._frame_base
-        total = self._dropped[0] + float(self._frame_sum[:k].sum())
-        total_sq = self._dropped[1] + float(self._frame_sq[:k].sum())
-        count = stop * self.features.n_freq
-        mean = total / count
-        var = max(total_sq / count - mean * mean, 0.0)
-        return mean, max(math.sqrt(var), STD_FLOOR)
-
-    def _run(self, block: Block) -> tuple[Block, Tensor, float, float]:
+    def _run(self, block: Block) -> Run:
         """Obfuscate one block; synthesise its audio into the overlap-add buffer."""
-        mean, std = self._stats(block.window_stop)
-        b = self._frame_base
-        window = (self._logmag[:, block.window_start - b:block.window_stop - b] - mean) / std
+        mean, std = self._norm.stats(block.window_stop)
+        window = (self._stft.logmag(block.window_start, block.window_stop) - mean) / std
         out = self.obfuscator.obfuscate_features(window)  # (F, window frames)
         first = block.start - block.window_start
         feats = out[:, first:first + block.stop - block.start]  # (F, k)
@@ -433,107 +317,35 @@ class StreamingObfuscator:
 
     def _drop_frames(self) -> None:
         """Forget frames no later window can reach (nor the synthesis needs)."""
-        keep = max(0, self._next_block + DOWNSAMPLE_FACTOR - self.window_frames)
-        k = keep - self._frame_base
-        if k <= 0:
-            return
-        self._dropped[0] += float(self._frame_sum[:k].sum())
-        self._dropped[1] += float(self._frame_sq[:k].sum())
-        self._frame_sum, self._frame_sq = self._frame_sum[k:], self._frame_sq[k:]
-        self._logmag, self._spec = self._logmag[:, k:], self._spec[:, k:]
-        self._frame_base = keep
+        self._forget_before(self.planner.first_needed(self._next_block))
+
+    def _forget_before(self, frame: int) -> None:
+        """Drop the frames before ``frame`` from the STFT buffer and the statistics."""
+        self._stft.drop_before(frame)
+        self._norm.drop_before(frame)
 
     def _synthesise(self, block: Block, feats: Tensor, mean: float, std: float) -> None:
         """Overlap-add the block's frames (F, k) into the output buffer."""
         mag = features_to_magnitude(feats, mean, std)  # (F, k)
-        b = self._frame_base
         if self.phase == "input":
-            phase = torch.angle(self._spec[:, block.start - b:block.stop - b])
-            frames = self._frames_audio(torch.polar(mag, phase))
+            phase = torch.angle(self._stft.spec(block.start, block.stop))
+            self._audio.add_with_phase(block.start, mag, phase)
         else:
-            frames = self._griffin_lim(block.start, mag)
-        self._overlap_add(block.start, frames)
+            self._audio.add_griffin_lim(block.start, mag, self.griffin_lim_iters)
 
-    def _frames_audio(self, spec: Tensor) -> np.ndarray:
-        """(F, k) complex -> (n_fft, k) windowed frames, float64."""
-        n_fft = self.features.n_fft
-        frames = torch.fft.irfft(spec, n=n_fft, dim=0) * self._window[:, None]
-        return frames.double().numpy()
-
-    def _overlap_add(self, start: int, frames: np.ndarray) -> None:
-        """Add (n_fft, k) windowed frames for frames ``start..`` into the buffers."""
-        n_fft, hop = self.features.n_fft, self.hop
-        k = frames.shape[1]
-        end = (start + k - 1) * hop + n_fft // 2  # one past the last sample touched
-        grow = end - self._out_base - len(self._ola)
-        if grow > 0:
-            self._ola = np.concatenate([self._ola, np.zeros(grow)])
-            self._env = np.concatenate([self._env, np.zeros(grow)])
-        half = n_fft // 2
-        for i in range(k):
-            first = (start + i) * hop - half  # absolute sample of the frame's first value
-            cut = max(0, -first)  # centred frames: samples before 0 are dropped
-            lo = first + cut - self._out_base
-            assert lo >= 0, "a frame reached samples that were already emitted"
-            self._ola[lo:lo + n_fft - cut] += frames[cut:, i]
-            self._env[lo:lo + n_fft - cut] += self._envelope[cut:]
-
-    def _collect(self, runs: list[tuple[Block, Tensor, float, float]],
-                 final_samples: int | None) -> StreamOutput:
+    def _collect(self, runs: list[Run], final_samples: int | None) -> StreamOutput:
         """Gather the runs' features and emit the samples that became final."""
-        n_freq = self.features.n_freq
         start_frame = runs[0][0].start if runs else self._next_block
         # sample n needs frames n // hop and n // hop + 1
         upto = final_samples if final_samples is not None else max(
             0, (self._next_block - 1) * self.hop)
-        n = max(0, upto - self._out_base)
-        audio = (self._ola[:n] / np.maximum(self._env[:n], 1e-11)).astype(np.float32)
-        out = StreamOutput.empty(n_freq, start_frame, self._out_base)
-        self._ola, self._env = self._ola[n:], self._env[n:]
-        self._out_base += n
-        out.audio = audio
+        out = StreamOutput.empty(self.features.n_freq, start_frame, self._audio.emitted)
+        out.audio = self._audio.take(upto)
         if runs:
             out.features = torch.cat([r[1] for r in runs], dim=1).numpy()
             out.mean = np.concatenate([np.full(r[0].stop - r[0].start, r[2]) for r in runs])
             out.std = np.concatenate([np.full(r[0].stop - r[0].start, r[3]) for r in runs])
         return out
-
-    def _griffin_lim(self, start: int, mag: Tensor) -> np.ndarray:
-        """Per-chunk fast Griffin-Lim: (F, k) magnitudes of frames ``start..`` -> (n_fft, k)
-        windowed frames whose overlap-add, with the audio already committed on the left held
-        fixed, is consistent with ``mag``."""
-        cfg = self.features
-        n_fft, hop, k = cfg.n_fft, self.hop, mag.shape[1]
-        bins = torch.arange(mag.shape[0], dtype=torch.float32)
-        advance = 2 * math.pi * bins * hop / n_fft  # (F,) phase step of each bin's centre
-        previous = self._last_phase if self._last_phase is not None else torch.zeros_like(bins)
-        phase = previous[:, None] + advance[:, None] * torch.arange(1, k + 1)  # (F, k)
-        length = (k - 1) * hop + n_fft
-        first = start * hop - n_fft // 2  # absolute sample at local index 0
-        skip = max(0, -first)  # local samples before 0 have no committed part
-        held = min(len(self._ola), length - skip)  # committed overlap-add on the left
-        num0, env0 = np.zeros(length), np.zeros(length)
-        num0[skip:skip + held] = self._ola[:held]
-        env0[skip:skip + held] = self._env[:held]
-        env = env0.copy()
-        for i in range(k):
-            env[i * hop:i * hop + n_fft] += self._envelope
-        angles = torch.polar(torch.ones_like(mag), phase)
-        rebuilt_prev = torch.zeros_like(angles)
-        momentum = 0.99
-        for _ in range(self.griffin_lim_iters):
-            frames = self._frames_audio(mag * angles)  # (n_fft, k)
-            num = num0.copy()
-            for i in range(k):
-                num[i * hop:i * hop + n_fft] += frames[:, i]
-            y = torch.from_numpy(num / np.maximum(env, 1e-11)).float()
-            rebuilt = torch.stft(y, n_fft=n_fft, hop_length=hop, win_length=cfg.win_length,
-                                 window=self._window, center=False, return_complex=True)
-            accelerated = rebuilt - (momentum / (1 + momentum)) * rebuilt_prev
-            angles = accelerated / accelerated.abs().clamp_min(1e-16)
-            rebuilt_prev = rebuilt
-        self._last_phase = torch.angle(angles[:, -1])
-        return self._frames_audio(mag * angles)
 
     # ------------------------------------------------------------------ offline twin
     @torch.no_grad()
@@ -548,12 +360,7 @@ class StreamingObfuscator:
         logmag = torch.log1p(spec.abs())
         feats, means, stds = [], [], []
         for block in self.plan(len(x)):
-            if self.fixed_stats is not None:
-                mean, std = self.fixed_stats
-            else:
-                seen = logmag[:, :block.window_stop].double()
-                mean = float(seen.mean())
-                std = max(float(seen.std(correction=0)), STD_FLOOR)
+            mean, std = self._norm.offline(logmag, block.window_stop)
             window = (logmag[:, block.window_start:block.window_stop] - mean) / std
             out = self.obfuscator.obfuscate_features(window)
             first = block.start - block.window_start
