@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
 from optin.deploy.export import attach_frontend, feature_graph_model, frontend_model, probe_input
@@ -206,43 +207,17 @@ def bench(
         backend: "torch", "onnx", "onnx-int8" or "all".
         device: "cpu" or "cuda" (onnx backends need onnxruntime's CUDAExecutionProvider).
         threads: intra-op threads (None: the library default, all cores).
-        batch: waveforms per call; > 1 measures throughput (corpus obfuscation).
-        seconds: length of each waveform.
+        batch, seconds: waveforms per call (> 1: throughput) and the length of each.
         calibration: manifest for onnx-int8 (default: the checkpoint's training manifest, or
             synthetic tones).
 
     Returns:
-        ``ms_per_audio_second`` (median, network alone) with ``_q1``, ``_q3``, ``_min``,
-        ``_max``; the same with the front-end under ``with_frontend_ms_per_audio_second*``;
-        ``real_time_factor`` and ``throughput_audio_seconds_per_second`` (with the
-        front-end); ``flops_per_audio_second``, ``achieved_gflops``, ``peak_gflops``,
-        ``floor_ms_per_audio_second``; ``peak_memory_mb``; ``paper_table1`` rows with
-        ``ratio`` = paper ms / ours; with ``backend="all"``, ``backends`` (each one's
-        numbers) and ``best_backend``, whose numbers are the headline.
+        ``ms_per_audio_second`` (median, network alone; ``_q1``, ``_q3``, ``_min``, ``_max``),
+        the same ``with_frontend_*``, the numbers of :func:`_speed`, ``peak_memory_mb``; with
+        ``backend="all"``, ``backends`` and ``best_backend`` (the headline's).
     """
-    chosen = list(BACKENDS) if backend == "all" else [backend]
-    if any(b not in BACKENDS for b in chosen):
-        raise ConfigError(f"unknown backend '{backend}' (one of {', '.join(BACKENDS)}, all)")
-    for name, value in (("batch", batch), ("repeats", repeats)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
-    if warmup < 0 or seconds <= 0:
-        raise ConfigError(f"need warmup >= 0 and seconds > 0, got {warmup}, {seconds}")
-    if device.split(":")[0] not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device '{device}' (cpu or cuda)")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: PyTorch sees no CUDA GPU here")
-    if model is None:
-        obfuscator = Obfuscator(Generator(GeneratorConfig.obfuscator()), FeatureConfig())
-        name = UNTRAINED
-    elif isinstance(model, Obfuscator):
-        obfuscator, name = model, "given Obfuscator"
-    else:
-        obfuscator, name = Obfuscator.load(model), str(model)
-    if obfuscator.streaming_native:
-        raise ConfigError("this is a causal obfuscator: time it with --streaming "
-                          "(optin.deploy.stream_bench.bench_streaming)")
+    chosen, dev = _checked_settings(backend, device, batch, repeats, warmup, seconds)
+    obfuscator, name = _bench_model(model)
     cfg = obfuscator.features
     audio = batch * seconds
     if round(seconds * cfg.sample_rate) <= cfg.n_fft // 2:
@@ -250,42 +225,20 @@ def bench(
 
     wave = probe_input("wave", cfg, batch, cfg.frames(round(seconds * cfg.sample_rate)))
     with torch_threads(threads):
-        runners: dict[str, dict[str, Callable[[], None]]] = {}
-        described = None
-        if "torch" in chosen:
-            runners["torch"] = _torch_runners(obfuscator, wave, dev)
-        onnx_backends = [b for b in chosen if b != "torch"]
-        if onnx_backends:
-            more, described = _onnx_runners(obfuscator, onnx_backends, wave, device, threads,
-                                            calibration)
-            runners.update(more)
+        runners, described = _runners(obfuscator, chosen, wave, device, threads, calibration)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        calls = [(b, m, fn) for b, modes in runners.items() for m, fn in modes.items()]
-        for _, _, fn in calls:
-            for _ in range(warmup):
-                fn()
-        times: dict[tuple[str, str], list[float]] = {(b, m): [] for b, m, _ in calls}
-        for _ in range(repeats):
-            for b, m, fn in calls:
-                if len(runners) > 1:
-                    fn()  # untimed: lets the last backend's spinning worker threads go idle
-                start = time.perf_counter()
-                fn()
-                times[b, m].append(time.perf_counter() - start)
+        times = _timed(runners, warmup, repeats)
         memory, measure = _peak_memory(dev)
         peak = matmul_gflops(device, size=4096 if dev.type == "cuda" else 1024)
         used_threads = torch.get_num_threads()
 
     flops = audio_flops(obfuscator.network, cfg, seconds)
-    per_backend = {}
-    for b in runners:
-        row = {}
-        for key, value in _stats(times[b, "model"], audio).items():
-            row[f"ms_per_audio_second{key}"] = value
-        for key, value in _stats(times[b, "with_frontend"], audio).items():
-            row[f"with_frontend_ms_per_audio_second{key}"] = value
-        per_backend[b] = row
+    per_backend = {b: {**{f"ms_per_audio_second{k}": v
+                          for k, v in _stats(times[b, "model"], audio).items()},
+                       **{f"with_frontend_ms_per_audio_second{k}": v
+                          for k, v in _stats(times[b, "with_frontend"], audio).items()}}
+                   for b in runners}
     best = min(per_backend, key=lambda b: per_backend[b]["ms_per_audio_second"])
     head = per_backend[best]
     ms, ms_full = head["ms_per_audio_second"], head["with_frontend_ms_per_audio_second"]
@@ -302,17 +255,9 @@ def bench(
         "warmup": warmup,
         "frames": cfg.frames(round(seconds * cfg.sample_rate)),
         **head,
-        "real_time_factor": ms_full / 1000,
-        "throughput_audio_seconds_per_second": 1000 / ms_full,
-        "flops_per_audio_second": flops["model"],
-        "frontend_flops_per_audio_second": flops["frontend"],
-        "achieved_gflops": flops["model"] / ms / 1e6,
-        "peak_gflops": peak,
-        "floor_ms_per_audio_second": flops["model"] / peak / 1e6,
+        **_speed(ms, ms_full, flops, peak),
         "peak_memory_mb": memory,
         "memory_measure": measure,
-        "paper_table1": [{"device": d, "ms_per_audio_second": v, "ratio": v / ms}
-                         for d, v in PAPER_TABLE1],
         "cpu": cpu_name(),
         "torch_version": torch.__version__,
     }
@@ -322,6 +267,92 @@ def bench(
         result["backends"] = per_backend
         result["best_backend"] = best
     return result
+
+
+def _checked_settings(backend: str, device: str, batch: int, repeats: int, warmup: int,
+                      seconds: float) -> tuple[list[str], torch.device]:
+    """The backends to time and the device, or a ConfigError naming the bad setting."""
+    chosen = list(BACKENDS) if backend == "all" else [backend]
+    if any(b not in BACKENDS for b in chosen):
+        raise ConfigError(f"unknown backend '{backend}' (one of {', '.join(BACKENDS)}, all)")
+    for name, value in (("batch", batch), ("repeats", repeats)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if warmup < 0 or seconds <= 0:
+        raise ConfigError(f"need warmup >= 0 and seconds > 0, got {warmup}, {seconds}")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device '{device}' (cpu or cuda)")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: PyTorch sees no CUDA GPU here")
+    return chosen, dev
+
+
+def _bench_model(model: str | os.PathLike | Obfuscator | None) -> tuple[Obfuscator, str]:
+    """The obfuscator to time and how the result names it (an untrained one of the paper's
+    size for None); a causal obfuscator is refused (it is timed as a stream)."""
+    if model is None:
+        obfuscator, name = Obfuscator(Generator(GeneratorConfig.obfuscator()),
+                                      FeatureConfig()), UNTRAINED
+    elif isinstance(model, Obfuscator):
+        obfuscator, name = model, "given Obfuscator"
+    else:
+        obfuscator, name = Obfuscator.load(model), str(model)
+    if obfuscator.streaming_native:
+        raise ConfigError("this is a causal obfuscator: time it with --streaming "
+                          "(optin.deploy.stream_bench.bench_streaming)")
+    return obfuscator, name
+
+
+def _timed(runners: dict[str, dict[str, Callable[[], None]]], warmup: int, repeats: int
+           ) -> dict[tuple[str, str], list[float]]:
+    """Seconds of each (backend, mode) call over ``repeats`` rounds, after ``warmup`` calls
+    each; with several backends an untimed call first lets the last one's threads go idle."""
+    calls = [(b, m, fn) for b, modes in runners.items() for m, fn in modes.items()]
+    for _, _, fn in calls:
+        for _ in range(warmup):
+            fn()
+    times: dict[tuple[str, str], list[float]] = {(b, m): [] for b, m, _ in calls}
+    for _ in range(repeats):
+        for b, m, fn in calls:
+            if len(runners) > 1:
+                fn()  # untimed: lets the last backend's spinning worker threads go idle
+            start = time.perf_counter()
+            fn()
+            times[b, m].append(time.perf_counter() - start)
+    return times
+
+
+def _runners(obfuscator: Obfuscator, chosen: list[str], wave: Tensor, device: str,
+             threads: int | None, calibration: str | os.PathLike | None
+             ) -> tuple[dict[str, dict[str, Callable[[], None]]], Any]:
+    """{backend: {"model", "with_frontend": call}} and the int8 calibration's description."""
+    runners: dict[str, dict[str, Callable[[], None]]] = {}
+    described = None
+    if "torch" in chosen:
+        runners["torch"] = _torch_runners(obfuscator, wave, torch.device(device))
+    onnx_backends = [b for b in chosen if b != "torch"]
+    if onnx_backends:
+        more, described = _onnx_runners(obfuscator, onnx_backends, wave, device, threads,
+                                        calibration)
+        runners.update(more)
+    return runners, described
+
+
+def _speed(ms: float, ms_full: float, flops: dict[str, int], peak: float) -> dict[str, Any]:
+    """Real-time factor, throughput, FLOPs and GFLOP/s against the peak, and the paper's
+    Table 1 beside ``ms`` (milliseconds per second of audio, network alone)."""
+    return {
+        "real_time_factor": ms_full / 1000,
+        "throughput_audio_seconds_per_second": 1000 / ms_full,
+        "flops_per_audio_second": flops["model"],
+        "frontend_flops_per_audio_second": flops["frontend"],
+        "achieved_gflops": flops["model"] / ms / 1e6,
+        "peak_gflops": peak,
+        "floor_ms_per_audio_second": flops["model"] / peak / 1e6,
+        "paper_table1": [{"device": d, "ms_per_audio_second": v, "ratio": v / ms}
+                         for d, v in PAPER_TABLE1],
+    }
 
 
 def format_bench(result: dict[str, Any]) -> str:
