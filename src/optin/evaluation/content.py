@@ -295,74 +295,102 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
         raise ConfigError(f"content attack: limit must be at least 1, got {limit}")
     part = original.split(split)
     rows = part.rows[:limit] if limit is not None else part.rows
-    protected_rows: dict[str, dict[str, str]] = {}
-    if protected is not None:
-        protected_rows = {row["id"]: row for row in protected.rows}
-        missing = [row["id"] for row in rows if row["id"] not in protected_rows]
-        if missing:
-            where = f"protected manifest {protected.source}" if protected.source \
-                else "the protected manifest"
-            shown = ", ".join(missing[:MAX_NAMED]) + (" ..." if len(missing) > MAX_NAMED else "")
-            raise ManifestError(f"{where} lacks {len(missing)} of the {len(rows)} id(s) of split "
-                                f"'{split}' to attack: {shown}")
+    protected_rows = _protected_rows(protected, rows, split)
     recognizer = recognizer if recognizer is not None else Recognizer()
-    side = "none"
-    if protected is not None:
-        side = str(protected.source) if protected.source else "protected manifest"
-    elif transform is not None:
-        side = getattr(transform, "__name__", None) or type(transform).__name__
-        side = f"transform {side}"
     report = ContentReport(corpus=str(original.source) if original.source else "manifest",
-                           split=split, protection=side, recognizer=recognizer.name)
+                           split=split, protection=_protection_name(protected, transform),
+                           recognizer=recognizer.name)
     with_text = "text" in original.columns
     usable = with_text and has_usable_reference([row["text"] for row in rows])
     has_side = protected is not None or transform is not None
     totals = {"original": EditCounts(), "protected": EditCounts(),
               "protected_vs_original": EditCounts()}
     for row in tqdm(rows, desc="content attack", unit="utt", disable=not progress):
-        row_id = row["id"]
-        try:
-            wave = load_audio(part.audio_path(row), allow_silence=True)
-        except AudioError as err:
-            report.skipped.append((row_id, f"original: {err}"))
+        heard = _hear_row(row, part, protected, protected_rows, transform, recognizer, report)
+        if heard is None:
             continue
-        start = time.perf_counter()
-        heard = recognizer.transcribe(wave, SAMPLE_RATE)
-        decode = time.perf_counter() - start
-        decoded = len(wave) / SAMPLE_RATE
-        heard_protected = None
-        if has_side:
-            try:
-                if protected is not None:
-                    other = protected_rows[row_id]
-                    protected_wave = load_audio(protected.audio_path(other), allow_silence=True)
-                else:
-                    protected_wave = transform(wave)
-            except AudioError as err:
-                report.skipped.append((row_id, f"protected: {err}"))
-                continue
-            start = time.perf_counter()
-            heard_protected = recognizer.transcribe(protected_wave, SAMPLE_RATE)
-            decode += time.perf_counter() - start
-            decoded += len(protected_wave) / SAMPLE_RATE
-        report.utterances += 1
-        report.decode_seconds += decode
-        report.decoded_seconds += decoded
-        report.audio_seconds += len(wave) / SAMPLE_RATE
-        entry = {"original": heard}
+        entry = {"original": heard[0]}
         reference = normalize_words(row["text"]) if usable else []
         if reference:
             report.references += 1
             entry["reference"] = row["text"]
-            totals["original"] += edit_counts(reference, normalize_words(heard))
-        if heard_protected is not None:
-            entry["protected"] = heard_protected
+            totals["original"] += edit_counts(reference, normalize_words(heard[0]))
+        if heard[1] is not None:
+            entry["protected"] = heard[1]
             if reference:
-                totals["protected"] += edit_counts(reference, normalize_words(heard_protected))
-            totals["protected_vs_original"] += edit_counts(normalize_words(heard),
-                                                           normalize_words(heard_protected))
-        report.transcripts[row_id] = entry
+                totals["protected"] += edit_counts(reference, normalize_words(heard[1]))
+            totals["protected_vs_original"] += edit_counts(normalize_words(heard[0]),
+                                                           normalize_words(heard[1]))
+        report.transcripts[row["id"]] = entry
     refuse_all_failed(report.skipped, report.utterances, f"rows of split '{split}'")
+    _finish(report, totals, has_side)
+    report.limits = _limits(with_text, usable, totals["protected_vs_original"], has_side)
+    return report
+
+
+def _protected_rows(protected: Manifest | None, rows: list[dict[str, str]], split: str
+                    ) -> dict[str, dict[str, str]]:
+    """The protected manifest's rows by id; a ManifestError naming the attacked ids it lacks."""
+    if protected is None:
+        return {}
+    by_id = {row["id"]: row for row in protected.rows}
+    missing = [row["id"] for row in rows if row["id"] not in by_id]
+    if missing:
+        where = f"protected manifest {protected.source}" if protected.source \
+            else "the protected manifest"
+        shown = ", ".join(missing[:MAX_NAMED]) + (" ..." if len(missing) > MAX_NAMED else "")
+        raise ManifestError(f"{where} lacks {len(missing)} of the {len(rows)} id(s) of split "
+                            f"'{split}' to attack: {shown}")
+    return by_id
+
+
+def _protection_name(protected: Manifest | None, transform: WaveTransform | None) -> str:
+    """How the report names the protection: the manifest, the transform, or "none"."""
+    if protected is not None:
+        return str(protected.source) if protected.source else "protected manifest"
+    if transform is not None:
+        name = getattr(transform, "__name__", None) or type(transform).__name__
+        return f"transform {name}"
+    return "none"
+
+
+def _hear_row(row: dict[str, str], part: Manifest, protected: Manifest | None,
+              protected_rows: dict[str, dict[str, str]], transform: WaveTransform | None,
+              recognizer: Recognizer, report: ContentReport) -> tuple[str, str | None] | None:
+    """What the recognizer hears on one row's original and protected audio (None for the
+    latter without a protection); counts the audio and time in ``report``. None, with the
+    row in ``report.skipped``, when either audio cannot be read."""
+    try:
+        wave = load_audio(part.audio_path(row), allow_silence=True)
+    except AudioError as err:
+        report.skipped.append((row["id"], f"original: {err}"))
+        return None
+    start = time.perf_counter()
+    heard = recognizer.transcribe(wave, SAMPLE_RATE)
+    decode = time.perf_counter() - start
+    decoded = len(wave) / SAMPLE_RATE
+    heard_protected = None
+    if protected is not None or transform is not None:
+        try:
+            protected_wave = (load_audio(protected.audio_path(protected_rows[row["id"]]),
+                                         allow_silence=True) if protected is not None
+                              else transform(wave))  # type: ignore[misc]
+        except AudioError as err:
+            report.skipped.append((row["id"], f"protected: {err}"))
+            return None
+        start = time.perf_counter()
+        heard_protected = recognizer.transcribe(protected_wave, SAMPLE_RATE)
+        decode += time.perf_counter() - start
+        decoded += len(protected_wave) / SAMPLE_RATE
+    report.utterances += 1
+    report.decode_seconds += decode
+    report.decoded_seconds += decoded
+    report.audio_seconds += len(wave) / SAMPLE_RATE
+    return heard, heard_protected
+
+
+def _finish(report: ContentReport, totals: dict[str, EditCounts], has_side: bool) -> None:
+    """The word error rates of the report from the summed edit counts."""
     if report.references:
         report.counts["original"] = totals["original"]
         report.wer_original = _rate(totals["original"])
@@ -372,8 +400,6 @@ def content_attack(original: Manifest, protected: Manifest | None = None, split:
     if has_side and report.utterances:
         report.counts["protected_vs_original"] = totals["protected_vs_original"]
         report.wer_protected_vs_original = _rate(totals["protected_vs_original"])
-    report.limits = _limits(with_text, usable, totals["protected_vs_original"], has_side)
-    return report
 
 
 def _rate(counts: EditCounts) -> float | None:
