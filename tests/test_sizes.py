@@ -1,6 +1,8 @@
 """Files and functions stay short enough to read (issue 25): no file over 500 lines and no
-function over 80 (the argument parser included), checked on the source. Scoped to the CLI
-package for now; the other packages join as they are split."""
+function over 80 (the argument parser included), checked on the whole source. The few that are
+still longer are named in KNOWN with their size today: they may shrink, never grow, and a new
+one fails; an entry that is no longer needed fails too, so the list only gets shorter (the
+trainers' own epoch loops, which issue 25 turns into tasks of one ``fit``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,16 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "optin"
-CHECKED = [SRC / "cli"]
+CHECKED = [SRC]
+# "path" (a file over 500 lines) or "path:function" -> its length today
+KNOWN = {
+    "optin/training/obfuscator.py": 523,
+    "optin/training/obfuscator.py:_train": 222,
+    "optin/baselines/adr_training.py:train_adr": 134,
+    "optin/evaluation/experiment.py:run_seed": 99,
+    "optin/training/xvector.py:train_xvector": 94,
+    "optin/training/classifier.py:train_classifier": 81,
+}
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
@@ -30,19 +41,32 @@ def test_the_checked_folders_hold_the_code() -> None:
     assert len(_files()) > 2, CHECKED  # a moved folder fails here rather than passing empty
 
 
-def test_no_file_over_500_lines() -> None:
+def _sizes() -> dict[str, int]:
+    """Every file over 500 lines and every function over 80, by KNOWN's names."""
     rel = SRC.parent
-    long = [f"{p.relative_to(rel)}: {n} lines" for p in _files()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES]
-    assert not long, "files over 500 lines:\n" + "\n".join(long)
+    found: dict[str, int] = {}
+    for path in _files():
+        source = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(rel))
+        if (lines := len(source.splitlines())) > MAX_FILE_LINES:
+            found[name] = lines
+        for function, _, n in _long_functions(source, MAX_FUNCTION_LINES):
+            found[f"{name}:{function}"] = max(n, found.get(f"{name}:{function}", 0))
+    return found
 
 
-def test_no_function_over_80_lines() -> None:
-    rel = SRC.parent
-    long = [f"{p.relative_to(rel)}:{line} {name}: {n} lines" for p in _files()
-            for name, line, n in _long_functions(p.read_text(encoding="utf-8"),
-                                                 MAX_FUNCTION_LINES)]
-    assert not long, "functions over 80 lines:\n" + "\n".join(long)
+def test_no_file_over_500_lines_and_no_function_over_80_beyond_the_known() -> None:
+    found = _sizes()
+    new = [f"{k}: {n} lines" for k, n in found.items() if k not in KNOWN]
+    grown = [f"{k}: {n} lines (was {KNOWN[k]})" for k, n in found.items()
+             if k in KNOWN and n > KNOWN[k]]
+    assert not new and not grown, "too long:\n" + "\n".join(new + grown)
+
+
+def test_the_known_list_holds_only_what_is_still_too_long() -> None:
+    found = _sizes()
+    stale = [k for k in KNOWN if k not in found]
+    assert not stale, f"no longer too long, remove from KNOWN: {stale}"
 
 
 def test_the_function_finder_counts_from_def_to_the_last_line() -> None:
