@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.evaluation.test_experiment import TINY_CLASSIFIER
 
 from optin.corpora.manifest import Manifest
 from optin.corpora.synth import synthesize_corpus
@@ -20,7 +21,6 @@ from optin.evaluation.experiment import ExperimentConfig, run_experiment
 from optin.evaluation.families import FAMILIES, AttackerFamily, register_family
 from optin.evaluation.figures import system_colour
 from optin.evaluation.systems import SYSTEMS, FittedSystem, System, SystemContext, register_system
-from tests.evaluation.test_experiment import TINY_CLASSIFIER
 
 
 def _configure(attribute: str, preset: str, seed: int, overrides: dict[str, Any],
