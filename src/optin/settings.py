@@ -26,7 +26,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, ClassVar, Literal, Protocol, Self
@@ -98,9 +98,10 @@ SAMPLE_RATES = between(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
 
 @dataclass(frozen=True)
 class OneOf:
-    """One of a fixed set of values (for choices known only at run time, e.g. registries)."""
+    """One of a set of values (for choices known only at run time, e.g. registries: give the
+    registry's live ``keys()`` so that a name registered later is allowed too)."""
 
-    values: tuple[Any, ...]
+    values: Collection[Any]
 
     def allows(self, value: Any) -> bool:
         return value in self.values

@@ -33,14 +33,10 @@ from torch import Tensor
 
 from optin.corpora.manifest import Manifest
 from optin.errors import ConfigError
-from optin.evaluation.keys import key_of
+from optin.evaluation.families import ATTACKER_FAMILIES, FAMILIES, ProtectedData, family
 from optin.settings import OneOf, Rule, at_least, between, check_fields
-from optin.training import classifier as ds2
-from optin.training import xvector as xv
-from optin.training.xvector_extractor import XVectorExtractor, evaluate_xvector_classifier
 
-ATTACKER_FAMILIES: tuple[str, ...] = ("deepspeech2", "xvector")
-FAMILY_LABELS = {"deepspeech2": "DeepSpeech2", "xvector": "x-vector TDNN"}
+FAMILY_LABELS = {name: f.label for name, f in FAMILIES.items()}  # the built-in families
 
 # Epoch cap and early-stopping patience of every attacker, per preset: the cap is generous, the
 # patience decides (the quick presets of the models themselves stop after 12 / 8 epochs).
@@ -67,7 +63,7 @@ class AttackerSettings:
     strength_margin: float = 0.02
 
     RANGES: ClassVar[dict[str, Rule]] = {
-        "families": OneOf(ATTACKER_FAMILIES), "epochs": at_least(1), "patience": at_least(1),
+        "families": OneOf(FAMILIES.keys()), "epochs": at_least(1), "patience": at_least(1),
         "strength_margin": between(0, 1, high_open=True)}
 
     def __post_init__(self) -> None:
@@ -75,7 +71,7 @@ class AttackerSettings:
         check_fields(self)
         if not self.families:
             raise ConfigError("AttackerSettings.families: expected at least one of "
-                              f"{', '.join(ATTACKER_FAMILIES)}, got none")
+                              f"{', '.join(FAMILIES)}, got none")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackerSettings:
@@ -89,80 +85,39 @@ class AttackerSettings:
         return base
 
 
-@dataclass(frozen=True)
-class ProtectedData:
-    """What an informed attacker trains on: a manifest (the experiment's, or a protected audio
-    copy with the same ids), a feature transform (None: as they are), and the fingerprint that
-    names the protection (models trained on it are keyed on it)."""
-
-    manifest: Manifest
-    transform: Callable[[Tensor], Tensor] | None
-    fingerprint: str
-    model_dir: Path
-
-
-def train_attacker(family: str, manifest: Manifest, attribute: str, models_dir: Path,
+def train_attacker(family_name: str, manifest: Manifest, attribute: str, models_dir: Path,
                    preset: str, seed: int, overrides: dict[str, Any],
                    settings: AttackerSettings, progress: bool,
                    protected: ProtectedData | None = None) -> Path:
-    """Train (or find) one attacker of ``family`` for ``attribute``; returns its folder.
+    """Train (or find) one attacker of a registered family for ``attribute``; returns its folder.
 
     On original data without ``protected`` (the original classifier, also the ignorant
     attacker), or on ``protected`` data with the true labels (the informed attacker).
-    ``overrides`` are the config section of the family's model (``classifier:`` or
-    ``xvector:``); the epoch cap and patience come from ``settings``.
+    ``overrides`` are the config section of the family's model (its ``section``, e.g.
+    ``classifier:`` or ``xvector:``); the epoch cap and patience come from ``settings``.
     """
-    training = settings.training(preset)
-    data = protected.manifest if protected else manifest
-    depends = [protected.fingerprint] if protected else []
-    note = {"protected_by": str(protected.model_dir)} if protected else None
-    transform = protected.transform if protected else None
-    suffix = "-protected" if protected else ""
-    if family == "deepspeech2":
-        config = ds2.preset_config(attribute, preset, role="attacker", seed=seed,
-                                   **{**overrides, **training})
-        key = key_of(config.run_settings(), data, *depends)
-        out = models_dir / f"attacker-{attribute}{suffix}-{key}"
-        ds2.train_classifier(data, config, out, progress=progress, transform=transform,
-                             data_note=note)
-        return out
-    if family == "xvector":
-        options = {k: v for k, v in overrides.items() if k not in ("attribute", "selection")}
-        config = xv.preset_config(preset, seed=seed, attribute=attribute, selection="accuracy",
-                                  **{**options, **training})
-        key = key_of(config.run_settings(), data, *depends)
-        out = models_dir / f"xvattacker-{attribute}{suffix}-{key}"
-        xv.train_xvector(data, config, out, transform=transform, progress=progress,
-                         data_note=note)
-        return out
-    raise ValueError(f"unknown attacker family '{family}'; choose from "
-                     f"{', '.join(ATTACKER_FAMILIES)}")
+    return family(family_name).train(manifest, attribute, models_dir, preset, seed, overrides,
+                                     settings.training(preset), progress, protected)
 
 
 class LoadedAttacker:
-    """A trained attacker of either family, scored on whole test utterances."""
+    """A trained attacker of a registered family, scored on whole test utterances."""
 
-    def __init__(self, family: str, model_dir: Path) -> None:
-        self.family = family
+    def __init__(self, family_name: str, model_dir: Path) -> None:
+        self.family = family_name
         self.model_dir = model_dir
-        self.model: Any = (ds2.Classifier.load(model_dir) if family == "deepspeech2"
-                           else XVectorExtractor.load(model_dir))
+        self.spec = family(family_name)
+        self.model: Any = self.spec.load(model_dir)
 
     def accuracy(self, manifest: Manifest, transform: Callable[[Tensor], Tensor] | None = None,
                  split: str = "test") -> float:
         """Utterance accuracy on ``split`` of ``manifest`` (optionally transformed input)."""
-        if self.family == "deepspeech2":
-            result = ds2.evaluate_classifier(self.model_dir, manifest, split, progress=False,
-                                             classifier=self.model, transform=transform)
-        else:
-            result = evaluate_xvector_classifier(self.model_dir, manifest, split,
-                                                    transform=transform, extractor=self.model)
-        return float(result["utterance_accuracy"])
+        return self.spec.accuracy(self.model, self.model_dir, manifest, transform, split)
 
     @property
     def training(self) -> dict[str, Any]:
         """How its training ended: {"epochs_run", "best_epoch", "stopped"}."""
-        info = self.model.config.get("training") or {}
+        info = (getattr(self.model, "config", None) or {}).get("training") or {}
         return {k: info.get(k) for k in ("epochs_run", "best_epoch", "stopped")}
 
 

@@ -51,7 +51,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,13 @@ from optin.evaluation.attacker_families import (
 )
 from optin.evaluation.attackers import chance_on_test
 from optin.evaluation.experiment_config import SWEPT_SYSTEM, ExperimentConfig, ExperimentError
+from optin.evaluation.families import family as registered_family
 from optin.evaluation.keys import key_of, key_of_dict
 from optin.evaluation.report import build_report
 from optin.evaluation.results import ATTACK_STATS, FAMILY_STATS
 from optin.evaluation.seed_vectors import SeedVectors
-from optin.evaluation.systems import SYSTEMS, SystemContext
+from optin.evaluation.systems import SYSTEMS, FittedSystem, SystemContext
 from optin.evaluation.target_judge import ClassifierJudge, TaskJudge
-from optin.evaluation.vector_world import run_adr
 from optin.privacy.pretrained import load_pretrained_target
 from optin.training.classifier import (
     preset_config,
@@ -169,8 +170,9 @@ def _train_target(manifest: Manifest, attribute: str, models: Path, preset: str,
     return out
 
 
-def _family_overrides(config: ExperimentConfig, family: str) -> dict[str, Any]:
-    return config.classifier if family == "deepspeech2" else config.xvector
+def _family_overrides(config: ExperimentConfig, name: str) -> dict[str, Any]:
+    """The config section a family's model overrides come from (its ``section``)."""
+    return dict(getattr(config, registered_family(name).section))
 
 
 def _accuracy(attacker: LoadedAttacker, manifest: Manifest,
@@ -249,7 +251,7 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         judge = TaskJudge(tasks, manifest, {
             t.name: ClassifierJudge(t.fingerprint["path"], manifest)
             for t in tasks.tasks if t.classifier is not None})
-    needs_vectors = config.verification or any(SYSTEMS[s].world == "x-vector"
+    needs_vectors = config.verification or any(SYSTEMS[s].needs_vectors
                                                for s in config.systems)
     vectors = (SeedVectors(manifest, models, config.preset, seed, config.xvector, progress, log)
                if needs_vectors else None)
@@ -259,14 +261,14 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         ctx = SystemContext(manifest, target_dir, models, config.preset, seed, options,
                             progress, log, vectors, choices)
         log(f"seed {seed}: fitting system '{system}'")
-        if spec.world == "x-vector":
-            result = run_adr(ctx, config.permitted, config.attacked)
+        if spec.run is not None:  # a system of its own world scores itself
+            result = spec.run(ctx, config.permitted, config.attacked)
             if not config.verification:
                 result.pop("verification", None)
             results[system] = {"label": spec.label, "world": spec.world, **result}
             continue
         label = spec.label + (f" ({system.split('@', 1)[1]})" if "@" in system else "")
-        assert spec.fit is not None
+        assert spec.fit is not None, f"system '{name}' has neither a fit nor a run"
         fitted = spec.fit(ctx)
         data = fitted.manifest or manifest
         log(f"seed {seed}: evaluating '{system}' on the test split")
@@ -274,38 +276,11 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         data_cache = FeatureCache.for_manifest(data) if fitted.manifest else cache
         train_store = FeatureStore(data.split("train"), data_cache, progress=False)
         test_store = FeatureStore(data.split("test"), data_cache, progress=False)
-        protected = ProtectedData(data, fitted.transform, fitted.fingerprint, fitted.model_dir)
-        attacks: dict[str, Any] = {}
-        for attribute in config.attacked:
-            per_family: dict[str, dict[str, Any]] = {}
-            for family in settings.families:
-                ignorant = _accuracy(originals[attribute][family], data, fitted.transform,
-                                     f"ignorant '{attribute}' {family} attacker on '{system}'")
-                log(f"seed {seed}: informed {family} attacker for '{attribute}' on '{system}' "
-                    "data")
-                informed = LoadedAttacker(family, train_attacker(
-                    family, manifest, attribute, models, config.preset, seed,
-                    _family_overrides(config, family), settings, progress, protected))
-                per_family[family] = {
-                    "original": original_scores[attribute][family], "ignorant": ignorant,
-                    "informed": _accuracy(informed, data, fitted.transform,
-                                          f"informed '{attribute}' {family} attacker on "
-                                          f"'{system}'"),
-                    "informed_training": informed.training,
-                }
-            output_only = judge.output_only(train_store, test_store, attribute,
-                                            fitted.transform, seed)
-            best = strongest(per_family, settings.strength_margin)
-            attacks[attribute] = {
-                "chance": chance_on_test(manifest, attribute),
-                "original": best["original"],
-                "ignorant": best["ignorant"],
-                "informed": best["informed"],
-                "output_only": output_only,
-                "excess_leakage": best["informed"] - output_only,
-                "strongest_informed": best["strongest_informed"],
-                "families": best["families"],
-            }
+        attacks = {attribute: _attack(
+            config, manifest, models, system, attribute, fitted, originals[attribute],
+            original_scores[attribute], seed, log, progress,
+            partial(judge.output_only, train_store, test_store))
+            for attribute in config.attacked}
         results[system] = {
             "label": label,
             "world": spec.world,
@@ -320,6 +295,44 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
             results[system]["verification"] = vectors.verification(
                 fitted.manifest, fitted.transform, fitted.fingerprint, answers)
     return results
+
+
+def _attack(config: ExperimentConfig, manifest: Manifest, models: Path, system: str,
+            attribute: str, fitted: FittedSystem, originals: dict[str, LoadedAttacker],
+            original_scores: dict[str, float], seed: int, log: Stages, progress: bool,
+            output_only_of: Callable[..., float]) -> dict[str, Any]:
+    """One attribute's attack on a spectrogram-world system: per family the ignorant and the
+    informed attacker, the strongest of them against the output-only floor (``output_only_of``,
+    scored after the families, as before)."""
+    settings = config.attacker_settings
+    data = fitted.manifest or manifest
+    protected = ProtectedData(data, fitted.transform, fitted.fingerprint, fitted.model_dir)
+    per_family: dict[str, dict[str, Any]] = {}
+    for name in settings.families:
+        ignorant = _accuracy(originals[name], data, fitted.transform,
+                             f"ignorant '{attribute}' {name} attacker on '{system}'")
+        log(f"seed {seed}: informed {name} attacker for '{attribute}' on '{system}' data")
+        informed = LoadedAttacker(name, train_attacker(
+            name, manifest, attribute, models, config.preset, seed,
+            _family_overrides(config, name), settings, progress, protected))
+        per_family[name] = {
+            "original": original_scores[name], "ignorant": ignorant,
+            "informed": _accuracy(informed, data, fitted.transform,
+                                  f"informed '{attribute}' {name} attacker on '{system}'"),
+            "informed_training": informed.training,
+        }
+    output_only = output_only_of(attribute, fitted.transform, seed)
+    best = strongest(per_family, settings.strength_margin)
+    return {
+        "chance": chance_on_test(manifest, attribute),
+        "original": best["original"],
+        "ignorant": best["ignorant"],
+        "informed": best["informed"],
+        "output_only": output_only,
+        "excess_leakage": best["informed"] - output_only,
+        "strongest_informed": best["strongest_informed"],
+        "families": best["families"],
+    }
 
 
 def run_experiment(config: ExperimentConfig | str | os.PathLike, out: str | os.PathLike,

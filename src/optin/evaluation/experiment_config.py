@@ -132,7 +132,7 @@ class ExperimentConfig:
 
     RANGES: ClassVar[dict[str, Rule]] = {
         "name": FileName(), "protocol": OneOf(("manifest", *PROTOCOLS)),
-        "split_seed": at_least(0), "systems": OneOf(tuple(SYSTEMS)),
+        "split_seed": at_least(0), "systems": OneOf(SYSTEMS.keys()),
         "preset": OneOf(tuple(PRESETS)), "seeds": at_least(0)}
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ from optin.evaluation.results import (
     stat_of,
     systems_of,
 )
+from optin.evaluation.systems import SYSTEMS
 from optin.files import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,6 @@ MARKER_LABELS: dict[str, str] = {
     "informed": "informed attacker",
     "output_only": "output-only attacker (leakage floor)",
 }
-SYSTEM_COLOURS: dict[str, str] = {"opt-in": "tab:blue", "adr": "tab:orange",
-                                  "mcadams": "tab:green", "opt-in-limit": "tab:purple",
-                                  "opt-in-templates": "tab:red"}
 _SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
                   "tab:gray")
 _REFERENCE_COLOUR = "0.45"
@@ -91,9 +89,11 @@ class ReferenceLine:
 
 
 def system_colour(key: str) -> str:
-    """The colour of a system key, the same in every figure."""
-    if key in SYSTEM_COLOURS:
-        return SYSTEM_COLOURS[key]
+    """The colour of a system key, the same in every figure: its spec's (``SYSTEMS``), else
+    one drawn from the key."""
+    spec = SYSTEMS.get(key)
+    if spec is not None and spec.colour is not None:
+        return spec.colour
     return _SPARE_COLOURS[zlib.crc32(key.encode("utf-8")) % len(_SPARE_COLOURS)]
 
 

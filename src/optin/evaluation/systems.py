@@ -9,69 +9,35 @@ Two worlds:
   see exactly those inputs. ``opt-in`` (the paper's obfuscator, a feature transform) and
   ``mcadams`` (VoicePrivacy B2, waveform -> waveform, a protected audio copy) live here.
 * **x-vector** systems protect speaker embeddings: ``adr`` (the opt-out ADR of Noé et al.),
-  whose target task and attackers are classifiers on x-vectors; see
-  :mod:`optin.evaluation.vector_world`.
+  whose target task and attackers are classifiers on x-vectors; its ``run``
+  (:func:`optin.evaluation.vector_world.run_adr`) scores it itself.
+
+To add a system, write its fit (or run) in a module of its own and add a :class:`System` to
+:data:`SYSTEMS` below (label, world, options section, colour); a test can register one for a
+``with`` block with :func:`register_system`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
-
-from torch import Tensor
 
 from optin.baselines.anonymize import anonymize_manifest
 from optin.baselines.mcadams import McAdamsConfig
 from optin.checkpoint import read_config
 from optin.corpora.manifest import Manifest
 from optin.evaluation.keys import key_of, key_of_dict
-from optin.evaluation.seed_vectors import SeedVectors
+from optin.evaluation.registry import registered
+from optin.evaluation.system_spec import FittedSystem, System, SystemContext
+from optin.evaluation.vector_world import run_adr
 from optin.privacy.obfuscator import Obfuscator
 from optin.privacy.pretrained import file_sha256, resolve_source
 from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
 from optin.training.obfuscator import train_obfuscator
 from optin.training.obfuscator_config import obfuscator_preset
 from optin.training.permitted import TargetChoice
-
-
-@dataclass
-class SystemContext:
-    """What a protection system may use to fit itself for one seed.
-
-    ``options`` are the experiment config's section for this system (e.g. ``obfuscator:``,
-    ``mcadams:``, ``adr:``); ``vectors`` gives the seed's x-vector extractor and embeddings
-    (trained on first use).
-    """
-
-    manifest: Manifest
-    target_dir: Path | None
-    models_dir: Path
-    preset: str
-    seed: int
-    options: dict[str, Any]
-    progress: bool
-    log: Callable[[str], None]
-    vectors: SeedVectors | None = None
-    targets: list[TargetChoice] | None = None  # several or pretrained targets (else target_dir)
-
-
-@dataclass
-class FittedSystem:
-    """A spectrogram-world system ready to protect: evaluate on ``manifest`` (None: the
-    experiment's own) with ``transform`` applied to its cached features (None: as they are).
-
-    ``fingerprint`` names the protection exactly (weights hash or settings key); models trained
-    on protected data are keyed on it.
-    """
-
-    transform: Callable[[Tensor], Tensor] | None
-    model_dir: Path
-    fingerprint: str
-    info: dict[str, Any] = field(default_factory=dict)
-    manifest: Manifest | None = None
 
 
 def fit_opt_in(ctx: SystemContext) -> FittedSystem:
@@ -152,24 +118,25 @@ def fit_student_templates(ctx: SystemContext) -> FittedSystem:
     return fit_limit(replace(ctx, options={**ctx.options, "decider": "student"}))
 
 
-@dataclass(frozen=True)
-class System:
-    """A registered protection system: its label, its world and how to fit it."""
-
-    label: str
-    world: str  # "spectrogram" or "x-vector"
-    options_key: str  # the experiment-config section holding its options
-    fit: Callable[[SystemContext], FittedSystem] | None = None
-
-
 SYSTEMS: dict[str, System] = {
-    "opt-in": System("opt-in obfuscator", "spectrogram", "obfuscator", fit_opt_in),
+    "opt-in": System("opt-in obfuscator", "spectrogram", "obfuscator", fit_opt_in,
+                     colour="tab:blue"),
     "opt-in-streaming": System("opt-in, streaming (causal)", "spectrogram", "obfuscator",
                                fit_opt_in_streaming),
-    "mcadams": System("McAdams (VPC B2)", "spectrogram", "mcadams", fit_mcadams),
+    "mcadams": System("McAdams (VPC B2)", "spectrogram", "mcadams", fit_mcadams,
+                      colour="tab:green"),
     "opt-in-limit": System("opt-in limit (T's answer as a template)", "spectrogram",
-                           "templates", fit_limit),
+                           "templates", fit_limit, colour="tab:purple"),
     "opt-in-templates": System("opt-in templates (a student of T decides)", "spectrogram",
-                               "templates", fit_student_templates),
-    "adr": System("ADR (opt-out)", "x-vector", "adr"),
+                               "templates", fit_student_templates, colour="tab:red"),
+    "adr": System("ADR (opt-out)", "x-vector", "adr", run=run_adr, colour="tab:orange",
+                  needs_vectors=True),
 }
+
+
+def register_system(name: str, system: System) -> AbstractContextManager[System]:
+    """Register ``system`` as ``name`` for a ``with`` block (removed after it)."""
+    return registered(SYSTEMS, name, system)
+
+
+__all__ = ["SYSTEMS", "FittedSystem", "System", "SystemContext", "register_system"]

@@ -32,7 +32,7 @@ from optin.evaluation.attackers import (
     train_output_only,
 )
 from optin.evaluation.keys import key_of
-from optin.evaluation.systems import SystemContext
+from optin.evaluation.system_spec import SystemContext
 from optin.evaluation.vector_classifier import (
     VectorClassifierConfig,
     train_vector_classifier,

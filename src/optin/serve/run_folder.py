@@ -31,12 +31,11 @@ from optin.baselines.mcadams import McAdamsConfig
 from optin.checkpoint import read_config
 from optin.corpora.manifest import Manifest
 from optin.errors import OptinError
+from optin.evaluation.families import FAMILIES
 from optin.evaluation.results import load_results
 from optin.privacy.obfuscator import Obfuscator, resolve_model_dir
 from optin.training.classifier import Classifier
 from optin.training.xvector_extractor import XVectorExtractor
-
-FAMILY_PREFIX = {"deepspeech2": "attacker", "xvector": "xvattacker"}
 
 
 class RunFolderError(OptinError, ValueError):
@@ -45,11 +44,11 @@ class RunFolderError(OptinError, ValueError):
 
 @dataclass
 class Attacker:
-    """One trained attacker: its family (deepspeech2 | xvector), folder and loaded model."""
+    """One trained attacker: its family (a name in ``FAMILIES``), folder and loaded model."""
 
     family: str
     model_dir: Path
-    model: Classifier | XVectorExtractor
+    model: Any
 
 
 @dataclass
@@ -166,12 +165,9 @@ def _attackers(models: Path, attribute: str, families: list[str], wanted: Any
     """The newest attacker per family for ``attribute`` whose config satisfies ``wanted``."""
     found = []
     for family in families:
-        for folder, config in _checkpoints(models, FAMILY_PREFIX[family]):
+        for folder, config in _checkpoints(models, FAMILIES[family].prefix):
             if _attribute_of(config) == attribute and wanted(config, folder):
-                model: Classifier | XVectorExtractor = (
-                    Classifier.load(folder) if family == "deepspeech2"
-                    else XVectorExtractor.load(folder))
-                found.append(Attacker(family, folder, model))
+                found.append(Attacker(family, folder, FAMILIES[family].load(folder)))
                 break
     return found
 
@@ -281,8 +277,8 @@ def load_run(folder: str | os.PathLike, experiment: str | None = None) -> Served
     seed = int(chosen["seeds"][0])
     models = folder / "models"
     attacked = list(chosen.get("attacked") or [])
-    families = [f for f in FAMILY_PREFIX
-                if any(m.name.startswith(FAMILY_PREFIX[f] + "-") for m in models.glob("*"))]
+    families = [name for name, f in FAMILIES.items()
+                if any(m.name.startswith(f.prefix + "-") for m in models.glob("*"))]
     dirs = {key: _local(_model_dir(spec, 0, key, results_path), models)
             for key, spec in chosen["systems"].items()}
     opt_in = next((d for d in dirs.values() if (d / "obfuscator" / "config.json").is_file()),
