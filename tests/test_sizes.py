@@ -16,7 +16,6 @@ KNOWN = {
     "optin/training/obfuscator.py": 523,
     "optin/training/obfuscator.py:_train": 222,
     "optin/baselines/adr_training.py:train_adr": 134,
-    "optin/evaluation/experiment.py:run_seed": 99,
     "optin/training/xvector.py:train_xvector": 94,
     "optin/training/classifier.py:train_classifier": 81,
 }
