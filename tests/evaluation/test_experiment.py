@@ -107,8 +107,10 @@ def test_rerun_reuses_models_and_a_killed_run_resumes(tiny_run, monkeypatch):
 
 @pytest.mark.slow
 def test_a_stage_that_produces_nothing_stops_the_run(tiny_run, monkeypatch):
+    from optin.evaluation import target_judge
+
     out, _ = tiny_run
-    real = experiment_module.evaluate_classifier
+    real = target_judge.evaluate_classifier  # T's numbers on original and protected data
 
     def empty(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -116,7 +118,7 @@ def test_a_stage_that_produces_nothing_stops_the_run(tiny_run, monkeypatch):
             result["utterances"] = 0
         return result
 
-    monkeypatch.setattr(experiment_module, "evaluate_classifier", empty)
+    monkeypatch.setattr(target_judge, "evaluate_classifier", empty)
     with pytest.raises(ExperimentError, match="produced no usable number"):
         run_experiment(tiny_config(), out, progress=False, report=False)
 

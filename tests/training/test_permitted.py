@@ -123,3 +123,19 @@ def test_experiment_config_checks_targets():
                          ("silero-vad", "mapping")):
         with pytest.raises(ExperimentError, match=message):
             ExperimentConfig.from_dict({**base, "targets": [bad]})
+
+
+def test_a_pretrained_target_runs_in_float32_under_autocast():
+    """Mixed precision (bfloat16 on AMX CPUs) never reaches an app's own model."""
+    from optin.training.permitted import PermittedTask
+
+    seen = []
+
+    def model(x):
+        seen.append((x.dtype, torch.is_autocast_enabled("cpu")))
+        return x.mean(dim=-1, keepdim=True).repeat(1, 2)
+
+    task = PermittedTask("t", 1.0, "utterance", "waveform", {}, pretrained=model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = task.scores(torch.randn(2, 160).bfloat16(), torch.tensor([160, 160]))
+    assert seen == [(torch.float32, False)] and out.dtype == torch.float32

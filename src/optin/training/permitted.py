@@ -108,10 +108,14 @@ class PermittedTask:
     model: Callable[[Tensor, Tensor], Tensor] | None = None  # (x, lengths) -> logits
 
     def scores(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The task's logits on ``x`` (B, F, L) features or (B, S) audio. A pretrained model
+        always runs in float32, whatever autocast is on: its numerics under bfloat16 or float16
+        are nobody's promise (Silero VAD gives NaN under CPU bfloat16)."""
         if self.model is not None:
             return self.model(x, lengths)
         assert self.pretrained is not None
-        return self.pretrained(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.pretrained(x.float())
 
     @classmethod
     def of_model(cls, model: Callable[[Tensor, Tensor], Tensor], name: str = "target"
@@ -180,8 +184,9 @@ class TaskSet:
         waves = None
         for task in self.tasks:
             if task.input == "waveform":
-                if waves is None:
-                    waves = self._waves(x, x_obf, lengths, phase, stats)
+                if waves is None:  # the inverse front-end in float32, as the target
+                    with torch.autocast(x.device.type, enabled=False):
+                        waves = self._waves(x.float(), x_obf.float(), lengths, phase, stats)
                 inputs, valid = waves[:2], waves[2]
             else:
                 inputs, valid = (x, x_obf), None
