@@ -138,3 +138,15 @@ def save_tiny_obfuscator(directory, seed: int = 0, fill: float | None = None):
     return save_checkpoint(directory, state, {
         "kind": OBFUSCATOR_KIND, "architecture": net.config.to_dict(),
         "features": FeatureConfig().to_dict()})
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A folder with good.wav and corpus/manifest.csv (four rows: two train, two test); the
+    current folder (the hostile-input tests of the CLI)."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "good.wav", voiced(0.3), 16000, subtype="PCM_16")
+    write_tiny_corpus(tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -5,7 +5,6 @@ names the path and the cause, exit status 2, no traceback, and nothing changed o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import resource
@@ -15,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import save_tiny_obfuscator, voiced, write_tiny_corpus
+from tests.cli_checks import digests, refused
+from tests.conftest import save_tiny_obfuscator
 
 from optin.cli import error_line, main
 from optin.errors import ConfigError, OptinError
@@ -31,34 +31,6 @@ def models(tmp_path_factory):
     return {"O": save_tiny_obfuscator(root / "O", seed=0),
             "O2": save_tiny_obfuscator(root / "O2", seed=1),
             "NAN": save_tiny_obfuscator(root / "NAN", fill=float("nan"))}
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    """A folder with good.wav and corpus/manifest.csv (four rows); the current folder."""
-    import soundfile as sf
-
-    sf.write(tmp_path / "good.wav", voiced(0.3), 16000, subtype="PCM_16")
-    write_tiny_corpus(tmp_path / "corpus")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def refused(args: list[str], capsys, *names: str) -> str:
-    """Run ``optin args``; check for one error line naming ``names``; return it."""
-    assert main([*args, "-q"]) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
 
 
 # --- 1: output over input ---------------------------------------------------------------------

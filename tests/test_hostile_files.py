@@ -4,7 +4,6 @@ nothing written outside the named folder, nothing overwritten."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from tests.conftest import save_tiny_obfuscator, voiced, write_tiny_corpus
+from tests.cli_checks import digests, refused
+from tests.conftest import save_tiny_obfuscator, voiced
 
 from optin.audio.io import (
     AudioError,
@@ -34,32 +34,6 @@ RANGE = "outside the accepted range 4000-384000 Hz"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return save_tiny_obfuscator(tmp_path_factory.mktemp("models") / "O")
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    """good.wav, corpus/manifest.csv (four rows: two train, two test); the current folder."""
-    sf.write(tmp_path / "good.wav", voiced(0.3), 16000, subtype="PCM_16")
-    write_tiny_corpus(tmp_path / "corpus")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def refused(args: list[str], capsys, *names: str) -> str:
-    """Run ``optin args``; check for one error line naming ``names``; return it."""
-    assert main([*args, "-q"]) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
 
 
 def wav_claiming(path: Path, rate: int, seconds: float = 0.3) -> Path:
