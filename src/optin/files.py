@@ -139,7 +139,7 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out-dir") -> Path:
     first, so that both problems are reported in the order a user expects.
     """
     path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = _file_in_the_way(path)
     if blocker is not None:
         raise OutputError(f"{option} {path}: cannot create the folder: {blocker} is a file")
     return path
@@ -164,13 +164,17 @@ def prepare_out_file(path: str | os.PathLike, option: str = "--out", *,
     return path
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that exists and is not a folder, or None."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def _folder_problem(path: Path) -> str | None:
     """Create the folder ``path``; what stops files being written in it, or None."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
-                       None)
+        blocker = _file_in_the_way(path)
         if blocker is not None:
             return f"cannot create the folder: {blocker} is a file"
         return f"cannot create the folder: {_cause(err)}"
