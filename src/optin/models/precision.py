@@ -35,3 +35,17 @@ def autocast_dtype(device: torch.device | str, amp: bool) -> torch.dtype | None:
 def precision_name(dtype: torch.dtype | None) -> str:
     """"float32", "float16" or "bfloat16": how a run records the precision it trained in."""
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
+    """``torch.autocast`` to ``dtype`` on ``device_type``, or a disabled one for None."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def step_dtype(dtype: torch.dtype | None,
+               scaler: torch.amp.GradScaler | None) -> torch.dtype | None:
+    """A training step's autocast dtype: ``dtype`` if given, else float16 when a gradient
+    scaler is on (CUDA AMP), else None (float32)."""
+    if dtype is None and scaler is not None and scaler.is_enabled():
+        return torch.float16
+    return dtype

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from optin.models.precision import autocast as mixed_precision
+from optin.models.precision import step_dtype
 from optin.privacy.losses import privacy_loss, reconstruction_loss
 
 
@@ -51,8 +53,7 @@ class Deobfuscator:
         self.privacy_layer = privacy_layer
         self.grad_clip = grad_clip
         self.scaler = scaler
-        self.autocast = (torch.float16 if autocast is None and scaler is not None
-                         and scaler.is_enabled() else autocast)
+        self.autocast = step_dtype(autocast, scaler)
 
     def step(self, original: Tensor, obfuscated: Tensor) -> float:
         """One update on L_a = MSE(F_mu(X~), X); ``obfuscated`` is detached here.
@@ -65,8 +66,7 @@ class Deobfuscator:
         """
         self.trainable.train()
         device_type = original.device.type
-        with torch.autocast(device_type, dtype=self.autocast or torch.bfloat16,
-                            enabled=self.autocast is not None):
+        with mixed_precision(device_type, self.autocast):
             loss = reconstruction_loss(self.trainable(obfuscated.detach()).float(), original)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:

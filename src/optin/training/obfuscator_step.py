@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from optin.audio.features import FeatureConfig, features_to_wave
 from optin.audio.segments import SegmentConfig, segment
 from optin.models.deepspeech2 import vote
+from optin.models.precision import autocast as mixed_precision
+from optin.models.precision import step_dtype
 from optin.privacy.adversary import Deobfuscator
 from optin.privacy.contraction import ClassTemplates
 from optin.privacy.losses import (
@@ -173,15 +175,12 @@ def adversarial_step(x: Tensor, lengths: Tensor, obfuscator: nn.Module,
     tasks = target if isinstance(target, TaskSet) else TaskSet(
         [PermittedTask.of_model(target)], FeatureConfig())
     lambda_p = config.lambda_p if lambda_p is None else lambda_p
-    if autocast is None and scaler.is_enabled():
-        autocast = torch.float16
-    mixed = {"device_type": x.device.type, "dtype": autocast or torch.bfloat16,
-             "enabled": autocast is not None}
-    with torch.autocast(**mixed):
+    dtype = step_dtype(autocast, scaler)
+    with mixed_precision(x.device.type, dtype):
         x_obf = obfuscator(x)  # (B, F, L)
     l_a = sum(adversary.step(x, x_obf) for _ in range(config.deobfuscator_steps))
     l_a /= config.deobfuscator_steps
-    with torch.autocast(**mixed):
+    with mixed_precision(x.device.type, dtype):
         l_t, agree, t_orig = tasks.losses(x, x_obf, lengths, phase, stats,
                                           hard=config.hard_targets)
         l_p = adversary.privacy_loss(x, x_obf)
