@@ -205,3 +205,42 @@ def test_two_deepspeech2_targets_get_a_template_per_joint_answer(tmp_path, one_t
         original = clf.predict(store)["utterance_pred"]
         protected = clf.predict(store, transform=protector.obfuscate_features)["utterance_pred"]
         assert torch.equal(original, protected), task.name
+
+
+def test_the_cli_fits_times_and_applies_a_limit_for_an_app_model(tmp_path, one_thread,
+                                                                 capsys):
+    """``optin train templates --target FILE``, ``optin bench`` on the protector (its own
+    numbers; options that do not apply are refused) and ``optin obfuscate`` writing the
+    rendered audio itself."""
+    import json
+
+    import soundfile as sf
+
+    from optin.cli import main
+    from tests.conftest import write_tiny_corpus
+
+    manifest = write_tiny_corpus(tmp_path)
+    model = tmp_path / "bright.pt"
+    torch.jit.script(Brightness(0.0, 512)).save(str(model))
+    out = tmp_path / "limit"
+    assert main(["train", "templates", "--quiet", "--manifest", str(manifest), "--target",
+                 str(model), "--target-adapter", "frame-logits", "--out", str(out),
+                 "--steps", "4", "--batch-size", "2", "--check-every", "2"]) == 0
+    assert "waveform domain" in capsys.readouterr().out
+    assert (out / "obfuscator" / "decider-0.pt").is_file()  # the app's model travels with it
+    assert main(["bench", "--model", str(out), "--threads", "1", "--repeats", "2",
+                 "--warmup", "0", "--seconds", "0.5", "--json"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["protector"] and timed["decide_ms_per_audio_second"] > 0
+    assert timed["decider_parameters"] == 0  # Brightness has no weights
+    assert main(["bench", "--model", str(out), "--backend", "onnx"]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    assert main(["obfuscate", "--quiet", "--model", str(out), str(manifest), "--out-dir",
+                 str(tmp_path / "protected")]) == 0
+    written = sorted((tmp_path / "protected").rglob("*.wav"))
+    assert len(written) == 4
+    audio, rate = sf.read(written[0])
+    assert rate == 16000 and audio.shape == (100 * 160,)  # one 1 s quantum
+    (out / "obfuscator" / "decider-0.pt").write_bytes(b"PK not the same model")
+    assert main(["bench", "--model", str(out)]) == 2
+    assert "does not match the SHA-256" in capsys.readouterr().err

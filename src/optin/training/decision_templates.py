@@ -78,7 +78,9 @@ class TemplateTrainConfig(StrictConfig):
         period: frames of each template (the output repeats it).
         length_quantum: output length = input length rounded up to a multiple of this many
             frames (0 keeps the exact length: the utterance's length then leaves the device).
-        steps: optimisation steps; batch_size: circular crops (or rendered outputs) per step.
+        steps: optimisation steps; batch_size: circular crops per step (DeepSpeech2 deciders
+            on spectrograms), or whole rendered outputs per step (every other case: 4 to 8
+            is enough, each is a whole utterance through the app's model).
         lr: Adam learning rate on the templates.
         proximity: weight of the mean squared pull towards each template's start.
         start_noise: std of the seeded noise added to a spectrogram start.
