@@ -12,7 +12,8 @@ sum of the tasks' cross-entropies against the answers rendered:
 * with a frame task, an output renders the answers the tasks gave on one real training
   utterance (its frame decisions on T's grid, with the utterance tasks' answers there).
 
-Templates whose start is silent (all zeros: "no speech") stay silent.
+Templates whose start is silent (all zeros: "no speech") stay silent. The learning rate is in
+units of the start's scale (a waveform template moves by a share of its own level per step).
 
 Selection rule: every ``check_every`` steps the protector decides on a fixed check set of
 rendered outputs (all J answers at 1 to 3 quanta; with frame tasks the answers of the held-out
@@ -175,8 +176,10 @@ def optimise_rendered(protector: DecisionTemplateProtector, start: Tensor, hear:
     with torch.no_grad():
         protector.templates.copy_(start)
     protector.eval()
-    optimiser = torch.optim.Adam([protector.templates], lr=settings.lr)
     scale = start.reshape(start.shape[0], -1).std(dim=1).mean().clamp(min=1e-6)
+    # Adam's steps are absolute: in units of the start's own scale, the same lr serves
+    # normalised features (std 1) and audio at -25 dBFS (std 0.06)
+    optimiser = torch.optim.Adam([protector.templates], lr=settings.lr * float(scale))
     best: dict[str, Any] = {"grid_agreement": -1.0}
     chosen = start.clone()
     for step in range(1, settings.steps + 1):
