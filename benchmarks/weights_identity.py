@@ -1,4 +1,5 @@
-"""Train a tiny classifier, a tiny obfuscator and a tiny x-vector extractor with a fixed seed on one thread and print the
+"""Train a tiny classifier, a tiny obfuscator and a tiny x-vector extractor with a fixed seed on one
+thread and print the
 SHA-256 of the weight files: run it with two trees' src on PYTHONPATH to check that a
 refactoring left training bit-identical (OMP_NUM_THREADS=1 PYTHONPATH=TREE/src python
 benchmarks/weights_identity.py MANIFEST OUT)."""

@@ -215,9 +215,9 @@ def test_the_cli_fits_times_and_applies_a_limit_for_an_app_model(tmp_path, one_t
     import json
 
     import soundfile as sf
+    from tests.conftest import write_tiny_corpus
 
     from optin.cli import main
-    from tests.conftest import write_tiny_corpus
 
     manifest = write_tiny_corpus(tmp_path)
     model = tmp_path / "bright.pt"
