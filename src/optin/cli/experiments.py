@@ -48,10 +48,12 @@ def add_report(sub: Subcommands) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optin.evaluation.report import build_report
+    from optin.evaluation.report import write_report
+    from optin.evaluation.results import load_results
 
+    results = load_results(args.dirs)  # every folder read and checked before --out is made
     out = prepare_out_dir(args.out or args.dirs[0], "--out")
-    print(f"report: {build_report(args.dirs, out)}")
+    print(f"report: {write_report(results, out)}")
     return 0
 
 
