@@ -267,7 +267,7 @@ def bench(
     return result
 
 
-def _bench_wave(obfuscator: Obfuscator, batch: int, seconds: float) -> Tensor:
+def _bench_wave(obfuscator: Obfuscator, batch: int, seconds: float) -> np.ndarray:
     """(batch, samples) speech-like waveforms of ``seconds``, refused before they are made when
     too short for the front-end or over the bench's memory budget."""
     cfg = obfuscator.features
