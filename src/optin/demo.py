@@ -153,9 +153,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{experiment['name']}")
         for key, system in experiment["systems"].items():
             target = system["target"]
+            transfer = [f"{k[len('transfer_'):-len('_agreement')]} {_fmt(v)}"
+                        for k, v in target.items()
+                        if k.startswith("transfer_") and k.endswith("_agreement")]
             lines.append(f"  {key}: target T ({experiment['permitted']}) original "
                          f"{_fmt(target['original'])}, protected {_fmt(target['obfuscated'])}, "
-                         f"agreement {_fmt(target['agreement'])}")
+                         f"agreement {_fmt(target['agreement'])}"
+                         + (f"; a second model agrees: {', '.join(transfer)}" if transfer
+                            else ""))
             verification = system.get("verification") or {}
             if verification:
                 eers = [_fmt((verification.get(p) or {}).get("eer"))

@@ -154,10 +154,42 @@ def _bench(args: argparse.Namespace) -> int:
                                  calibration=args.calibration)
         print(json.dumps(result) if args.json else format_stream_bench(result))
         return 0
+    if args.model is not None and _is_protector(args.model):
+        return _bench_protector(args)
     from optin.deploy.bench import bench, format_bench
 
     result = bench(args.model, backend=args.backend or "torch", device=args.device,
                    threads=args.threads, batch=args.batch, seconds=args.seconds or 1.0,
                    repeats=args.repeats or 20, warmup=args.warmup, calibration=args.calibration)
     print(json.dumps(result) if args.json else format_bench(result))
+    return 0
+
+
+def _is_protector(model: Path) -> bool:
+    from optin.checkpoint import read_config
+    from optin.privacy.obfuscator import TEMPLATE_KIND, resolve_model_dir
+
+    return read_config(resolve_model_dir(model)).get("kind") == TEMPLATE_KIND
+
+
+def _bench_protector(args: argparse.Namespace) -> int:
+    """A decision-template protector: its deciders and its whole path, batch 1, the CPU."""
+    import json
+
+    from optin.deploy.protector_bench import bench_protector, format_protector_bench
+    from optin.privacy.obfuscator import Obfuscator
+
+    given = [flag for flag, used in (("--backend", args.backend not in (None, "torch")),
+                                     ("--device", args.device != "cpu"),
+                                     ("--batch", args.batch != 1),
+                                     ("--calibration", args.calibration is not None),
+                                     ("--streaming", args.streaming)) if used]
+    if given:
+        raise ConfigError(f"{args.model}: a decision-template protector is timed with the torch "
+                          f"backend on the CPU, one utterance at a time; {given[0]} does not "
+                          "apply")
+    result = bench_protector(Obfuscator.load(args.model), str(args.model), threads=args.threads,
+                             seconds=args.seconds or 3.0, repeats=args.repeats or 20,
+                             warmup=args.warmup)
+    print(json.dumps(result) if args.json else format_protector_bench(result))
     return 0

@@ -59,10 +59,10 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 def _add_templates(tsub: Subcommands, training: bool) -> None:
     p = add_command(tsub, "templates", _train_templates,
-            "fit the decision-template protector (the opt-in limit, or its student)")
+            "fit the opt-in limit (templates of the permitted answers) or its student: the "
+            "privacy to try first")
     p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--target", type=Path, required=True,
-                   help="the DeepSpeech2 target folder (optin train target)")
+    _add_targets(p, "a permitted task (repeat for several: one template per joint answer)")
     p.add_argument("--out", type=Path, required=True)
     if training:
         from optin.training.decision_templates import TemplateTrainConfig
@@ -72,29 +72,31 @@ def _add_templates(tsub: Subcommands, training: bool) -> None:
 
 def _train_templates(args: argparse.Namespace) -> int:
     from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
+    from optin.training.permitted import load_tasks
 
     config = TemplateTrainConfig(**settings_given(args, TemplateTrainConfig))
+    targets = target_choices_of(args)
+    check_out_dir(args.out, "--out")
+    load_tasks(targets)  # every target loaded and probed once before --out is touched
     prepare_out_dir(args.out, "--out")
-    final = fit_decision_templates(args.manifest, args.target, args.out, config,
+    final = fit_decision_templates(args.manifest, targets, args.out, config,
                                    progress=not args.quiet)
     student = final["decider"]["student"]
-    print(f"{args.out}: templates of {len(final['target_decisions'])} classes, T agrees on "
-          f"{final['training']['grid_agreement']:.3f} of the grid; decider "
+    print(f"{args.out}: templates in the {final['domain']} domain, the deciders give back "
+          f"{final['training']['grid_agreement']:.3f} of the checked answers; decider "
           f"{final['decider']['kind']} ({final['decider']['parameters']:,} parameters"
           + (f", agreement with T on held-out audio {student['agreement']:.3f}" if student
              else "") + ")")
     return 0
 
 
-def _add_obfuscator(tsub: Subcommands, training: bool) -> None:
-    p = add_command(tsub, "obfuscator", _train_obfuscator,
-            "train the opt-in obfuscator against a deobfuscator (works under torchrun)")
-    p.add_argument("--manifest", type=Path, required=True)
+def _add_targets(p: argparse.ArgumentParser, what: str) -> None:
+    """--target (repeatable) and the options that say how a file target is read."""
     p.add_argument("--target", "--target-model", dest="target", action="append", required=True,
                    metavar="TARGET",
-                   help="a permitted task (repeat for several; L_t is their weighted sum): a "
-                        "DeepSpeech2 target folder (optin train target), a TorchScript or ONNX "
-                        "file (the app's own model), or silero-vad (Silero VAD from its wheel)")
+                   help=f"{what}: a DeepSpeech2 target folder (optin train target), a "
+                        "TorchScript or ONNX file (the app's own model), or silero-vad (Silero "
+                        "VAD from its wheel)")
     p.add_argument("--target-input", action="append", choices=["waveform", "spectrogram"],
                    help="what a file target reads (default waveform; once for all, or once per "
                         "file target)")
@@ -102,6 +104,13 @@ def _add_obfuscator(tsub: Subcommands, training: bool) -> None:
                    choices=["logits", "frame-logits", "frame-probability", "silero-vad"],
                    help="how a file target's output becomes class scores (default logits: "
                         "(B, K) per utterance; once for all, or once per file target)")
+
+
+def _add_obfuscator(tsub: Subcommands, training: bool) -> None:
+    p = add_command(tsub, "obfuscator", _train_obfuscator,
+            "train the opt-in obfuscator against a deobfuscator (works under torchrun)")
+    p.add_argument("--manifest", type=Path, required=True)
+    _add_targets(p, "a permitted task (repeat for several; L_t is their weighted sum)")
     p.add_argument("--target-weight", action="append", type=WEIGHT,
                    help="w_i of each target in L_t (default 1; once for all, or once per target)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
@@ -129,12 +138,14 @@ def _train_obfuscator(args: argparse.Namespace) -> int:
 
 
 def target_choices_of(args: argparse.Namespace) -> list:
-    """The permitted tasks of ``optin train obfuscator`` from its --target* options."""
+    """The permitted tasks of ``optin train obfuscator`` or ``templates`` from the --target*
+    options."""
     from optin.training.permitted import TargetChoice
 
     sources = list(args.target)
     files = [s for s in sources if not Path(s).is_dir()]
-    weights = _per_item(args.target_weight, len(sources), 1.0, "--target-weight")
+    weights = _per_item(getattr(args, "target_weight", None), len(sources), 1.0,
+                        "--target-weight")
     inputs = iter(_per_item(args.target_input, len(files), "waveform", "--target-input"))
     adapters = iter(_per_item(args.target_adapter, len(files), "logits", "--target-adapter"))
     return [TargetChoice(s, w) if Path(s).is_dir() else

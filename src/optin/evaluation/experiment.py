@@ -80,6 +80,7 @@ from optin.evaluation.results import ATTACK_STATS, FAMILY_STATS
 from optin.evaluation.seed_vectors import SeedVectors
 from optin.evaluation.systems import SYSTEMS, FittedSystem, SystemContext
 from optin.evaluation.target_judge import ClassifierJudge, TaskJudge
+from optin.evaluation.transfer import second_models, transfer_numbers
 from optin.privacy.pretrained import load_pretrained_target
 from optin.training.classifier import (
     preset_config,
@@ -200,7 +201,7 @@ def _targets(config: ExperimentConfig, manifest: Manifest, models: Path, seed: i
             choices.append(TargetChoice(str(folder), weight))
         else:
             choices.append(TargetChoice(entry["model"], weight, entry.get("input", "waveform"),
-                                        entry.get("adapter", "logits")))
+                                        entry.get("adapter", "logits"), entry.get("task")))
     return None, choices
 
 
@@ -273,6 +274,10 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
         data = fitted.manifest or manifest
         log(f"seed {seed}: evaluating '{system}' on the test split")
         target_numbers = judge.on_system(system, data, fitted.transform)
+        if config.transfer:
+            target_numbers.update(transfer_numbers(
+                judge.permitted(), manifest, data, fitted.transform, cache.config,
+                partial(_second_models, config, manifest, models, seed, log, progress)))
         data_cache = FeatureCache.for_manifest(data) if fitted.manifest else cache
         train_store = FeatureStore(data.split("train"), data_cache, progress=False)
         test_store = FeatureStore(data.split("test"), data_cache, progress=False)
@@ -295,6 +300,14 @@ def run_seed(config: ExperimentConfig, manifest: Manifest, out: Path, seed: int,
             results[system]["verification"] = vectors.verification(
                 fitted.manifest, fitted.transform, fitted.fingerprint, answers)
     return results
+
+
+def _second_models(config: ExperimentConfig, manifest: Manifest, models: Path, seed: int,
+                   log: Stages, progress: bool, attribute: str) -> dict[str, LoadedAttacker]:
+    """Models of a permitted attribute that no protection saw (the transfer check)."""
+    log(f"seed {seed}: second models of '{attribute}' (transfer check)")
+    return second_models(manifest, attribute, models, config.preset, seed,
+                         partial(_family_overrides, config), config.attacker_settings, progress)
 
 
 def _attack(config: ExperimentConfig, manifest: Manifest, models: Path, system: str,

@@ -119,6 +119,7 @@ class ExperimentConfig:
     preset: str = "quick"
     seeds: list[int] = field(default_factory=lambda: [0])
     verification: bool = True
+    transfer: bool = True
     classifier: dict[str, Any] = field(default_factory=dict)
     obfuscator: dict[str, Any] = field(default_factory=dict)
     mcadams: dict[str, Any] = field(default_factory=dict)
@@ -224,13 +225,13 @@ TOP_LEVEL: dict[str, Setting] = settings_of(ExperimentConfig, exclude=("source",
 
 
 TARGET_KEYS = {"attribute": str, "model": str, "input": str, "adapter": str,
-               "weight": (int, float)}
+               "weight": (int, float), "task": str}
 
 
 def _check_target(entry: Any, where: str) -> None:
     """One permitted task: ``{attribute: A}`` (a DeepSpeech2 T trained on A) or ``{model: M}``
-    (a pretrained file or built-in name, with ``input`` and ``adapter``), each with an optional
-    ``weight``."""
+    (a pretrained file or built-in name, with ``input``, ``adapter`` and ``task``: the manifest
+    attribute its answer is, for the transfer check), each with an optional ``weight``."""
     if not isinstance(entry, dict):
         raise ExperimentError(f"{where}: expected a mapping like {{model: silero-vad}} or "
                               f"{{attribute: speaker}}, got {entry!r}")
@@ -242,8 +243,9 @@ def _check_target(entry: Any, where: str) -> None:
             raise ExperimentError(f"{where}.{key}: expected a {TARGET_KEYS[key]}, got {value!r}")
     if ("attribute" in entry) == ("model" in entry):
         raise ExperimentError(f"{where}: expected exactly one of attribute, model")
-    if "attribute" in entry and ({"input", "adapter"} & set(entry)):
-        raise ExperimentError(f"{where}: input and adapter apply to a model, not an attribute")
+    if "attribute" in entry and ({"input", "adapter", "task"} & set(entry)):
+        raise ExperimentError(f"{where}: input, adapter and task apply to a model, not an "
+                              "attribute")
     if entry.get("weight", 1.0) < 0:
         raise ExperimentError(f"{where}.weight: must be >= 0, got {entry['weight']}")
     try:

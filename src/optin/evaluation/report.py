@@ -134,6 +134,11 @@ def _experiment_section(exp: dict[str, Any], figure: str) -> list[str]:
     else:
         lines += ["", f"Target task ({permitted}), T's utterance accuracy on the test split:",
                   ""]
+    if any(k.startswith("transfer_") for k in extra):
+        lines += ["", "`transfer_<model>_agreement`: a second model of the permitted task that "
+                  "no protection saw (another seed of a family, or another family: x-vector "
+                  "TDNN, the WebRTC VAD), its answers on protected audio against its own on "
+                  "the original; `_accuracy`: against the labels.", ""]
     lines += _table(
         ["system", "T original", "T obfuscated", "agreement", *extra],
         [[_system_name(k, s)] + [format_stat(stat_of(s.get("target"), key), seeds)

@@ -32,6 +32,7 @@ from optin.evaluation.keys import key_of, key_of_dict
 from optin.evaluation.registry import registered
 from optin.evaluation.system_spec import FittedSystem, System, SystemContext
 from optin.evaluation.vector_world import run_adr
+from optin.privacy.corpus import obfuscate_manifest
 from optin.privacy.obfuscator import Obfuscator
 from optin.privacy.pretrained import file_sha256, resolve_source
 from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
@@ -40,18 +41,21 @@ from optin.training.obfuscator_config import obfuscator_preset
 from optin.training.permitted import TargetChoice
 
 
+def permitted_targets(ctx: SystemContext) -> tuple[Any, str]:
+    """What a system is fitted against (the target folder, or the list of permitted tasks)
+    and the hash that names it in model keys."""
+    if ctx.targets:
+        return ctx.targets, key_of_dict({"targets": [
+            {"weights_sha256": _weights_hash(c), "weight": c.weight, "input": c.input,
+             "adapter": c.adapter} for c in ctx.targets]})
+    assert ctx.target_dir is not None
+    return ctx.target_dir, read_config(ctx.target_dir)["weights_sha256"]
+
+
 def fit_opt_in(ctx: SystemContext) -> FittedSystem:
     """The paper's opt-in obfuscator, trained against the frozen target model."""
     config = obfuscator_preset(ctx.preset, seed=ctx.seed, **ctx.options)
-    if ctx.targets:
-        target: Any = ctx.targets
-        target_hash = key_of_dict({"targets": [
-            {"weights_sha256": _weights_hash(c), "weight": c.weight, "input": c.input,
-             "adapter": c.adapter} for c in ctx.targets]})
-    else:
-        assert ctx.target_dir is not None
-        target = ctx.target_dir
-        target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    target, target_hash = permitted_targets(ctx)
     out = ctx.models_dir / f"obfuscator-{key_of(config.run_settings(), ctx.manifest, target_hash)}"
     final = train_obfuscator(ctx.manifest, target, out, config, progress=ctx.progress)
     obfuscator = Obfuscator.load(out)
@@ -96,20 +100,25 @@ def fit_mcadams(ctx: SystemContext) -> FittedSystem:
 
 
 def fit_limit(ctx: SystemContext) -> FittedSystem:
-    """The opt-in limit: T's copy decides, a learned template of its answer leaves (see
-    :mod:`optin.models.decision_template`). Options: :class:`TemplateTrainConfig` fields."""
-    if ctx.target_dir is None:
-        raise ValueError("the 'opt-in-limit' system needs a DeepSpeech2 target (permitted:), "
-                         "not pretrained targets")
+    """The opt-in limit: the permitted models decide, a learned template of their answers
+    leaves (see :mod:`optin.models.decision_template`), for every kind of target: T, the app's
+    own model from a file (per utterance or per frame), several tasks. A protector that
+    renders audio (a task reads audio) is evaluated on a protected audio copy of the corpus,
+    exactly what an app hears. Options: :class:`TemplateTrainConfig` fields."""
     config = TemplateTrainConfig.from_dict({"seed": ctx.seed, **ctx.options})
-    target_hash = read_config(ctx.target_dir)["weights_sha256"]
+    target, target_hash = permitted_targets(ctx)
     out = ctx.models_dir / f"limit-{key_of(config.to_dict(), ctx.manifest, target_hash)}"
-    final = fit_decision_templates(ctx.manifest, ctx.target_dir, out, config,
-                                   progress=ctx.progress)
+    final = fit_decision_templates(ctx.manifest, target, out, config, progress=ctx.progress)
     protector = Obfuscator.load(out)
-    return FittedSystem(protector.obfuscate_features, out,
-                        read_config(out / "obfuscator")["weights_sha256"],
-                        {"converged": final["training"]["converged"], "model_dir": str(out)})
+    fingerprint = read_config(out / "obfuscator")["weights_sha256"]
+    info = {"converged": final["training"]["converged"], "model_dir": str(out),
+            "decider": final["decider"]}
+    if not protector.network.needs_wave:  # type: ignore[union-attr]
+        return FittedSystem(protector.obfuscate_features, out, fingerprint, info)
+    report = obfuscate_manifest(protector, ctx.manifest, out / "protected", ctx.progress)
+    if report.failed or report.manifest is None:
+        raise ValueError(f"{out}: the protected copy failed on {len(report.failed)} row(s)")
+    return FittedSystem(None, out, fingerprint, info, manifest=Manifest.read(report.manifest))
 
 
 def fit_student_templates(ctx: SystemContext) -> FittedSystem:

@@ -87,6 +87,11 @@ class ClassifierJudge:
         """(U, K) T's utterance posteriors on a (protected) store: all that an app gets."""
         return utterance_posteriors(self.target, store, transform)
 
+    def permitted(self) -> list[tuple[str, str | None, bool]]:
+        """(task, its labelled attribute, whether it is voice activity): T's attribute."""
+        attribute = self.target.encoder.attribute
+        return [(attribute, attribute, False)]
+
 
 def answer_summary(answers: Tensor) -> Tensor:
     """A fixed-length summary of a task's answers on one utterance: (N, K) frame logits or
@@ -196,17 +201,21 @@ class TaskJudge:
             numbers.update(original=1.0, obfuscated=min(agreements), agreement=min(agreements))
         return numbers
 
+    def permitted(self) -> list[tuple[str, str | None, bool]]:
+        """(task, its labelled attribute or None, whether it is voice activity) per task."""
+        return [(t.name, t.attribute, t.voice_activity) for t in self.tasks.tasks]
+
     def output_only(self, train: FeatureStore, test: FeatureStore, attribute: str,
                     transform: Transform, seed: int) -> float:
-        """The output-only attacker on the first task's answers (a summary per utterance)."""
-        task = self.tasks.tasks[0]
-        if task.classifier is not None:
-            return self.judges[task.name].output_only(train, test, attribute, transform, seed)
+        """The output-only attacker on every task's answers: a DeepSpeech2 task's utterance
+        log-posteriors, a pretrained task's summary (:func:`answer_summary`), side by side."""
+        only = self.tasks.tasks[0]
+        if len(self.tasks.tasks) == 1 and only.classifier is not None:
+            return self.judges[only.name].output_only(train, test, attribute, transform, seed)
         encoder = LabelEncoder.fit(self.stores["train"].manifest, attribute)
-        vectors = {}
-        for split, store in (("train", train), ("test", test)):
-            answers = self.answers_protected(task, split, store.manifest, transform)
-            vectors[split] = torch.stack([answer_summary(a) for a in answers])
+        vectors = {split: torch.cat([self._answer_vectors(task, split, store, transform)
+                                     for task in self.tasks.tasks], dim=1)
+                   for split, store in (("train", train), ("test", test))}
         known = set(encoder.classes)
         # answers follow the original stores' rows (a protected copy is matched by id)
         train_rows, test_rows = self.stores["train"].manifest, self.stores["test"].manifest.rows
@@ -216,3 +225,15 @@ class TaskJudge:
         model = train_vector_classifier(vectors["train"], y_train, len(encoder),
                                         config=OutputOnlyConfig(seed=seed))
         return accuracy(y_test, vector_predict(model, vectors["test"][rows]).argmax(dim=1))
+
+    def _answer_vectors(self, task: PermittedTask, split: str, store: FeatureStore,
+                        transform: Transform) -> Tensor:
+        """(U, D) what one task answers on the protected ``store``, in the original rows'
+        order."""
+        if task.classifier is None:
+            answers = self.answers_protected(task, split, store.manifest, transform)
+            return torch.stack([answer_summary(a) for a in answers])
+        posteriors = self.judges[task.name].answers(store, transform)  # the store's own order
+        order = {ident: i for i, ident in enumerate(store.manifest.column("id"))}
+        index = [order[ident] for ident in self.stores[split].manifest.column("id")]
+        return torch.log(posteriors[index].clamp_min(1e-8))

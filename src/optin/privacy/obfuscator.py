@@ -30,6 +30,7 @@ from optin.errors import ConfigError
 from optin.models.causal_obfuscator import CausalObfuscator
 from optin.models.cyclegan_vc2 import Generator
 from optin.models.decision_template import DecisionTemplateProtector
+from optin.privacy.pretrained import TargetSpec, file_sha256, load_pretrained_target
 
 OBFUSCATOR_KIND = "cyclegan-vc2-obfuscator"
 CAUSAL_OBFUSCATOR_KIND = "causal-obfuscator"
@@ -55,6 +56,26 @@ def resolve_model_dir(directory: str | os.PathLike, part: str = "obfuscator") ->
     if (directory / part / "config.json").is_file():
         return directory / part
     return directory
+
+
+def attach_deciders(protector: DecisionTemplateProtector, folder: Path, config: dict[str, Any],
+                    features: FeatureConfig, device: str | torch.device = "cpu") -> None:
+    """Load every decider a protector's checkpoint keeps as a file beside it (the app's own
+    model), checked against the SHA-256 its sealed config gives, and attach it."""
+    for entry in config.get("attached", []):
+        try:
+            path = folder / str(entry["file"])
+            sha, task = str(entry["sha256"]), int(entry["task"])
+            spec = TargetSpec(str(path), entry["input"], entry["adapter"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{folder / 'config.json'}: bad 'attached' entry ({err})"
+                                  ) from err
+        if Path(entry["file"]).name != entry["file"] or not path.is_file() or path.is_symlink():
+            raise CheckpointError(f"{path}: the decider file this protector needs is missing")
+        if file_sha256(path) != sha:
+            raise CheckpointError(f"{path}: the decider file does not match the SHA-256 in "
+                                  f"{folder / 'config.json'}")
+        protector.attach(task, load_pretrained_target(spec, features=features).to(device))
 
 
 class Obfuscator:
@@ -100,6 +121,8 @@ class Obfuscator:
         loaded = load_model(path, kind, features=features, device=device)
         if loaded.features is None:
             raise CheckpointError(f"{path / 'config.json'}: bad or missing field ('features')")
+        if isinstance(loaded.module, DecisionTemplateProtector):
+            attach_deciders(loaded.module, path, loaded.config, loaded.features, device)
         return cls(loaded.module, loaded.features, loaded.config)
 
     def weights_sha256(self) -> str:
@@ -115,7 +138,10 @@ class Obfuscator:
     @torch.no_grad()
     def obfuscate_features(self, features: Tensor) -> Tensor:
         """(F, T) or (B, F, T) normalised features -> obfuscated, same shape, on the input's
-        device and dtype."""
+        device and dtype (a protector whose deciders read audio refuses: use :meth:`protect`)."""
+        if isinstance(self.network, DecisionTemplateProtector) and self.network.needs_wave:
+            raise ConfigError("this protector's deciders read audio: obfuscate waveforms or "
+                              "files, not features")
         single = features.ndim == 2
         x = features[None] if single else features
         assert x.ndim == 3, f"expected (F, T) or (B, F, T), got {tuple(features.shape)}"
@@ -124,16 +150,42 @@ class Obfuscator:
 
     def __call__(self, item: Spectrogram | np.ndarray | Tensor) -> Spectrogram:
         """Obfuscate a waveform (N,) at the feature sample rate, or a Spectrogram."""
+        if isinstance(self.network, DecisionTemplateProtector):
+            return self.protect(item)[0]
         spec = item if isinstance(item, Spectrogram) else self.spectrogram(item)
         out = self.obfuscate_features(spec.features)
-        if not isinstance(self.network, DecisionTemplateProtector):
-            return Spectrogram(features=out, mean=spec.mean, std=spec.std,
-                               n_samples=spec.n_samples, phase=spec.phase)
-        # the limit lets nothing of the input through but T's answer and the quantised length:
-        # a fixed level, no input phase, the output's own length
-        config = self.network.config
+        return Spectrogram(features=out, mean=spec.mean, std=spec.std,
+                           n_samples=spec.n_samples, phase=spec.phase)
+
+    @torch.no_grad()
+    def protect(self, item: Spectrogram | np.ndarray | Tensor
+                ) -> tuple[Spectrogram, np.ndarray | None]:
+        """A decision-template protector on a waveform (N,) or a Spectrogram: the protected
+        spectrogram, and its audio when the protector renders audio (waveform domain).
+
+        The limit lets nothing of the input through but the answers and the quantised length:
+        a fixed level, no input phase, the output's own length."""
+        network = self.network
+        assert isinstance(network, DecisionTemplateProtector)
+        if isinstance(item, Spectrogram):
+            if network.needs_wave:
+                raise ConfigError("this protector's deciders read audio: give it the waveform, "
+                                  "not a spectrogram")
+            spec, wave = item, None
+        else:
+            wave = torch.as_tensor(np.asarray(item, dtype=np.float32) if not isinstance(
+                item, Tensor) else item.float())
+            spec = self.spectrogram(wave)
+        x = spec.features[None].to(self.device, torch.float32)
+        heard = wave[None].to(self.device) if wave is not None and network.needs_wave else None
+        out = network.protect(x, None, heard)[0].cpu()
+        if network.config.domain == "waveform":
+            audio = out.numpy().astype(np.float32)
+            return spectrogram(audio, self.features, return_phase=True,
+                               frontend=self.frontend), audio
+        config = network.config
         return Spectrogram(features=out, mean=config.level_mean, std=config.level_std,
-                           n_samples=(out.shape[-1] - 1) * self.features.hop_length)
+                           n_samples=(out.shape[-1] - 1) * self.features.hop_length), None
 
     def spectrogram(self, wave: np.ndarray | Tensor) -> Spectrogram:
         """Features of a waveform with this obfuscator's settings."""
@@ -144,6 +196,9 @@ class Obfuscator:
         """Load an audio file; return the obfuscated spectrogram and its audio (Griffin-Lim)."""
         wave = load_audio(path, sample_rate=self.features.sample_rate,
                           normalize=self.features.volume, target_dbfs=self.features.target_dbfs)
+        if isinstance(self.network, DecisionTemplateProtector):
+            obf, audio = self.protect(wave)
+            return obf, audio if audio is not None else self.to_waveform(obf, n_iter=n_iter)
         obf = self(wave)
         return obf, self.to_waveform(obf, n_iter=n_iter)
 

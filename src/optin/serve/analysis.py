@@ -160,6 +160,10 @@ def _protect(run: ServedRun, system: ServedSystem, wave: np.ndarray, spec: Spect
              row: dict[str, str] | None) -> tuple[np.ndarray, Tensor]:
     """(audio (N,), features (F, T)) of a spectrogram-world system's protected version."""
     cfg = run.features
+    if system.obfuscator is not None and system.obfuscator.whole_utterance:
+        obf, audio = system.obfuscator.protect(wave)  # a protector may read the audio itself
+        return (audio if audio is not None else system.obfuscator.to_waveform(obf),
+                obf.features)
     if system.obfuscator is not None:
         obf = system.obfuscator(spec)
         return system.obfuscator.to_waveform(obf), obf.features

@@ -57,13 +57,16 @@ class TargetChoice:
 
     ``source``: a DeepSpeech2 checkpoint folder (``optin train target``), a TorchScript or ONNX
     file, or a built-in name (``silero-vad``). ``input`` and ``adapter`` apply to files only
-    (see :mod:`optin.privacy.pretrained`); ``weight`` is w_i in L_t.
+    (see :mod:`optin.privacy.pretrained`); ``weight`` is w_i in L_t. ``task``: the manifest
+    attribute a file model's answer is (e.g. speaker), when it is one: evaluation then trains
+    other models of it to check that the protection serves them too.
     """
 
     source: str
     weight: float = 1.0
     input: str = "waveform"
     adapter: str = "logits"
+    task: str | None = None
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
@@ -106,6 +109,13 @@ class PermittedTask:
     classifier: Classifier | None = None
     pretrained: PretrainedTarget | None = None
     model: Callable[[Tensor, Tensor], Tensor] | None = None  # (x, lengths) -> logits
+    attribute: str | None = None  # the manifest attribute its answer is, when known
+
+    @property
+    def voice_activity(self) -> bool:
+        """Whether its answer is speech / no speech per frame (a VAD)."""
+        return self.pretrained is not None and self.pretrained.spec.adapter in (
+            "frame-probability", "silero-vad")
 
     def scores(self, x: Tensor, lengths: Tensor) -> Tensor:
         """The task's logits on ``x`` (B, F, L) features or (B, S) audio. A pretrained model
@@ -247,7 +257,7 @@ def load_tasks(targets: str | os.PathLike | TargetChoice | Sequence[Any],
                 str(labels.get("attribute")), choice.weight, "utterance", "spectrogram",
                 {"path": str(Path(choice.source)), "weights_sha256": config.get("weights_sha256"),
                  "attribute": labels.get("attribute"), "classes": labels.get("classes")},
-                classifier=clf, model=clf.model)
+                classifier=clf, model=clf.model, attribute=str(labels.get("attribute")))
     features = features or FeatureConfig()
     for i, choice in enumerate(choices):
         if not choice.is_classifier:
@@ -256,7 +266,7 @@ def load_tasks(targets: str | os.PathLike | TargetChoice | Sequence[Any],
                 target.name, choice.weight, target.level, target.spec.input,
                 {"path": choice.source, "weights_sha256": target.sha256,
                  "attribute": target.name, "adapter": target.spec.adapter, "classes": None},
-                pretrained=target)
+                pretrained=target, attribute=choice.task)
     return TaskSet([t for t in tasks if t is not None], features)
 
 

@@ -48,6 +48,8 @@ class AttackerFamily:
             (or find it there).
         load: model folder -> the loaded model.
         score: (model, model_dir, manifest, split, transform) -> utterance accuracy.
+        predict: (model, model_dir, manifest, split, transform) -> {id: predicted class name}
+            (None: the family cannot say, e.g. a test's trivial family).
     """
 
     name: str
@@ -58,6 +60,7 @@ class AttackerFamily:
     fit: Callable[[Manifest, Any, Path, Transform, bool, dict[str, Any] | None], None]
     load: Callable[[Path], Any]
     score: Callable[[Any, Path, Manifest, str, Transform], float]
+    predict: Callable[[Any, Path, Manifest, str, Transform], dict[str, str]] | None = None
 
     def train(self, manifest: Manifest, attribute: str, models_dir: Path, preset: str,
               seed: int, overrides: dict[str, Any], training: dict[str, int], progress: bool,

@@ -30,6 +30,15 @@ def _score(model: Any, model_dir: Path, manifest: Manifest, split: str,
     return float(result["utterance_accuracy"])
 
 
+def _predict(model: Any, model_dir: Path, manifest: Manifest, split: str,
+             transform: Transform) -> dict[str, str]:
+    result = ds2.evaluate_classifier(model_dir, manifest, split, progress=False,
+                                     classifier=model, transform=transform,
+                                     return_predictions=True)
+    return dict(zip(result["ids"], result["predictions"], strict=True))
+
+
 FAMILY = AttackerFamily(name="deepspeech2", label="DeepSpeech2", prefix="attacker",
                         section="classifier", configure=_configure, fit=_fit,
-                        load=ds2.Classifier.load, score=_score)
+                        load=ds2.Classifier.load, score=_score,
+                        predict=_predict)

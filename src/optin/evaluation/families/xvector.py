@@ -32,6 +32,14 @@ def _score(model: Any, model_dir: Path, manifest: Manifest, split: str,
     return float(result["utterance_accuracy"])
 
 
+def _predict(model: Any, model_dir: Path, manifest: Manifest, split: str,
+             transform: Transform) -> dict[str, str]:
+    result = evaluate_xvector_classifier(model_dir, manifest, split, transform=transform,
+                                         extractor=model)
+    return dict(zip(result["ids"], result["predictions"], strict=True))
+
+
 FAMILY = AttackerFamily(name="xvector", label="x-vector TDNN", prefix="xvattacker",
                         section="xvector", configure=_configure, fit=_fit,
-                        load=XVectorExtractor.load, score=_score)
+                        load=XVectorExtractor.load, score=_score,
+                        predict=_predict)
