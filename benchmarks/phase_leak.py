@@ -74,7 +74,7 @@ def main() -> None:
         feats["original"].append(spec.features)
         feats["features"].append(obfuscator(spec).features)
         for phase in ("input", "griffin-lim"):
-            audio = open_stream(obfuscator, chunk_ms=100, phase=phase).process(wave).audio
+            audio = open_stream(obfuscator, chunk_ms=120, phase=phase).process(wave).audio
             feats[phase].append(obfuscator.spectrogram(np.asarray(audio)).features)
         speakers.append(row["speaker"])
     original = extractor.embed_batch(feats["original"])

@@ -133,6 +133,11 @@ def test_an_output_over_an_input_is_refused_by_every_command(work, model, capsys
     args, victim = one_file_writers(model)[case]
     before, model_before = digests(work), digests(model)
     option = args[len(args) - 2 - args[::-1].index(victim)]
+    if victim.startswith(str(model)):  # a file of the model: nothing is written in its folder
+        refused(args, capsys, f"error: {option} {victim}: is inside {model}, which is a "
+                              "checkpoint folder; models are never written into")
+        assert digests(work) == before and digests(model) == model_before
+        return
     line = refused(args, capsys, "would overwrite the input")
     assert line == (f"error: the output {victim} would overwrite the input "
                     f"{Path(victim).resolve() if case.endswith('AUDIO') else victim}; "
@@ -230,7 +235,7 @@ def test_content_on_a_manifest_whose_audio_is_all_missing_exits_2(work, capsys, 
                    "error: nothing could be read: all 2 rows of split 'test' failed (utt 2: "
                    "original: ", "utt 2.wav: file does not exist; and 1 more)")
     assert line.endswith("and 1 more)")
-    assert digests(work) == before and list((work / "o").iterdir()) == []
+    assert digests(work) == before and not (work / "o").exists()  # the folder it made: gone
 
 
 @pytest.mark.parametrize("command", ["obfuscate", "anonymize", "data features"])

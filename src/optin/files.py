@@ -12,7 +12,9 @@ Commands check their output folder first with :func:`prepare_out_dir`; a command
 one file checks it with :func:`prepare_out_file`, which also refuses it when it would overwrite
 one of the command's inputs (:func:`refuse_overwrite`, the one output-over-input check, which
 the batch commands run on every file they will write). Folders resume only when made with the
-same settings (:func:`claim_folder`).
+same settings (:func:`claim_folder`). A command that is refused leaves its outputs as it found
+them (:func:`restored_on_refusal`); an input file that is a folder or a pipe is named as such
+(:func:`file_problem`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +276,80 @@ def _short(value: Any) -> str:
 def _cause(err: OSError) -> str:
     """The readable part of an OSError ("No space left on device")."""
     return err.strerror or str(err) or type(err).__name__
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as an input file (None when it can): it does not exist, is
+    a folder, or is not a regular file (a pipe or a device, which might never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as err:
+        return f"cannot be read ({_cause(err)})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a pipe, socket or device)"
+    return None
+
+
+def folder_holding(path: str | os.PathLike, names: Collection[str]) -> Path | None:
+    """The first of ``path`` and its parents that is a folder holding every file in ``names``
+    (a checkpoint folder: ``config.json`` and ``model.safetensors``), or None."""
+    path = Path(path).absolute()
+    return next((p for p in (path, *path.parents)
+                 if p.is_dir() and all((p / n).is_file() for n in names)), None)
+
+
+def _tree(path: Path) -> set[Path]:
+    """Every file and folder under ``path`` (links not followed), ``path`` included."""
+    found = {path}
+    for root, dirs, files in os.walk(path):
+        found.update(Path(root) / n for n in (*dirs, *files))
+    return found
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist (what creating it makes)."""
+    missing = None
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            break
+        missing = p
+    return missing
+
+
+@contextlib.contextmanager
+def restored_on_refusal(folders: Iterable[Path], records: Collection[str]) -> Iterator[None]:
+    """Put the output ``folders`` back as they were when the block is refused (an
+    :class:`~optin.errors.OptinError` or ``OSError``): the folders it created and the files it
+    added there are removed, as long as they are only folders and settings records (files
+    named in ``records``, such as ``run.json``). Any other new file is work a rerun resumes
+    from, and all is kept. An interrupt (Ctrl-C) keeps everything, for the same reason."""
+    before = {}
+    for folder in folders:
+        missing = _first_missing(folder)
+        before[folder] = (missing, None if missing or not folder.is_dir() else _tree(folder))
+    try:
+        yield
+    except (OptinError, OSError):
+        for folder, (missing, tree) in before.items():
+            _undo(missing or folder, set() if missing else tree, records)
+        raise
+
+
+def _undo(root: Path, tree: set[Path] | None, records: Collection[str]) -> None:
+    """Remove what was added under ``root`` since ``tree`` (empty: ``root`` itself was made),
+    if it is only folders and records."""
+    if tree is None or not root.is_dir() or root.is_symlink():
+        return
+    added = _tree(root) - tree
+    if any(not p.is_dir() and p.name not in records for p in added):
+        return
+    with contextlib.suppress(OSError):
+        for p in sorted(added, key=lambda q: len(q.parts), reverse=True):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()

@@ -89,9 +89,9 @@ def test_deobfuscator_receptive_field_is_wider() -> None:
 
 
 def test_geometry_covers_the_receptive_field(obfuscator) -> None:
-    s = StreamingObfuscator(obfuscator, chunk_ms=100)
+    s = StreamingObfuscator(obfuscator, chunk_ms=120)
     rf = s.receptive_field
-    assert (s.chunk_frames, s.lookahead_frames) == (12, 40)  # 100 ms -> 120 ms; 40 frames
+    assert (s.chunk_frames, s.lookahead_frames) == (12, 40)  # 120 ms; 40 frames
     assert s.window_frames == 44 + 12 + 40 and s.left_context_frames == 44
     assert s.latency_samples == (12 + 40 + 1) * HOP - 1
     assert s.latency_ms == pytest.approx(530 - 1000 / RATE)
@@ -157,11 +157,11 @@ def test_stream_equals_offline_obfuscation_of_the_same_windows(obfuscator, wave,
         assert out.mean[0] != pytest.approx(full.mean, abs=1e-3)
 
 
-@pytest.mark.parametrize("chunk_ms", [100, 37])
+@pytest.mark.parametrize("chunk_ms", [120, 40])
 def test_window_covering_the_file_equals_offline_obfuscation(obfuscator, wave, chunk_ms) -> None:
     """Window and lookahead longer than the file: every frame is computed at flush from the
     whole utterance, so the stream is the offline obfuscator, features and audio."""
-    s = StreamingObfuscator(obfuscator, chunk_ms=chunk_ms, window_ms=2500, lookahead_ms=2500)
+    s = StreamingObfuscator(obfuscator, chunk_ms=chunk_ms, lookahead_ms=2500)
     out = s.process(wave, piece=int(0.037 * RATE))
     offline = spectrogram(wave, return_phase=True)
     offline.features = obfuscator.obfuscate_features(offline.features)
@@ -264,7 +264,7 @@ def test_cli_streams_a_wav_file(model_dir, obfuscator, tmp_path, capsys) -> None
     sf.write(tmp_path / "in.wav", x, RATE, subtype="PCM_16")
     out = tmp_path / "out" / "obf.wav"
     assert main(["stream", "--model", str(model_dir), "--input", str(tmp_path / "in.wav"),
-                 "--output", str(out), "--chunk-ms", "37", "--phase", "input"]) == 0
+                 "--output", str(out), "--chunk-ms", "40", "--phase", "input"]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""  # logs go to stderr
     assert "latency" in captured.err and "real-time factor" in captured.err
@@ -272,7 +272,7 @@ def test_cli_streams_a_wav_file(model_dir, obfuscator, tmp_path, capsys) -> None
     assert rate == RATE and audio.shape == x.shape
     from optin.audio.io import load_audio
 
-    expected = StreamingObfuscator(obfuscator, chunk_ms=37).process(load_audio(tmp_path / "in.wav"))
+    expected = StreamingObfuscator(obfuscator, chunk_ms=40).process(load_audio(tmp_path / "in.wav"))
     np.testing.assert_allclose(audio, np.clip(expected.audio, -1, 1), atol=2 / 32768)
 
 

@@ -17,7 +17,9 @@ Every command that writes checks its output folder first (:func:`optin.files.pre
 so a path under a file, a read-only or special file system fails at once, naming the path; one
 that writes a single file names all it reads (:func:`optin.files.prepare_out_file`), so its
 output never replaces one of its inputs. Options that do not apply to what was asked are
-refused, not ignored.
+refused, not ignored: every command's options are checked against one table
+(:mod:`~optin.cli.options`) before it runs. A refused command leaves the file system as it found
+it, and nothing is written into a model's folder (:mod:`~optin.cli.outputs`).
 
 Each command imports its modules when it runs (the one place where optin imports inside
 functions): ``optin --help`` and a mistyped option answer at once instead of loading torch,
@@ -44,6 +46,8 @@ from optin.cli.data import add_data_commands
 from optin.cli.deploy import add_bench, add_export, add_stream
 from optin.cli.evaluate import add_content, add_eval, add_gauge
 from optin.cli.experiments import add_demo, add_experiment, add_report
+from optin.cli.options import check_options, given_options
+from optin.cli.outputs import guarded
 from optin.cli.protect import add_anonymize, add_obfuscate
 from optin.cli.serve import add_serve
 from optin.cli.train import add_train_commands, target_choices_of
@@ -102,10 +106,13 @@ def error_line(err: OptinError | OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optin`` program (exit statuses in the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     debug = bool(os.environ.get("OPTIN_DEBUG"))
     try:
-        status = args.func(args)
+        check_options(args, given_options(build_parser(argv), argv), parser)
+        with guarded(args):
+            status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:

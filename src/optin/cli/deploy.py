@@ -21,15 +21,17 @@ def add_stream(sub: Subcommands) -> None:
                    help="audio file (.wav, .flac, .ogg, .mp3, .aiff or .au: the format follows "
                         "the suffix), or '-' for raw 16-bit PCM on stdout (default)")
     p.add_argument("--chunk-ms", type=POSITIVE,
-                   help="audio per network run: the paper's obfuscator 100 (rounded up to 40 ms "
-                        "steps), a causal one 10 (any multiple of 10 ms)")
+                   help="audio per network run, up to 10000: the paper's obfuscator a multiple "
+                        "of 40 (default 120), a causal one a multiple of 10 (default 10); "
+                        "other values are refused, not rounded")
     p.add_argument("--rate", type=SAMPLE_RATE, metavar="HZ",
                    help="sample rate of raw PCM / microphone input and raw PCM output, "
                         "4000 to 384000 (default 16000; refused when input and output are "
                         "files)")
     p.add_argument("--window-ms", type=POSITIVE,
-                   help="frames per network run (default: the least that covers the "
-                        "receptive field)")
+                   help="the paper's obfuscator: audio per network run, a multiple of 40 "
+                        "(default and least: what covers the receptive field; at most what "
+                        "fits a 512 MiB budget)")
     p.add_argument("--phase", choices=["input", "griffin-lim"],
                    help="resynthesis phase: the input's own, or per-chunk Griffin-Lim (default: "
                         "the input's only when the permitted task is speaker identity)")
@@ -137,7 +139,7 @@ def add_bench(sub: Subcommands) -> None:
                    help="time a stream chunk by chunk (compute per second of audio, push "
                         "latency; default 10 s of audio, 1 thread, 5 repeats)")
     p.add_argument("--chunk-ms", type=POSITIVE, help="with --streaming: the chunk (default: "
-                   "10 for a causal obfuscator, 100 for the paper's)")
+                   "10 for a causal obfuscator, 120 for the paper's)")
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from optin.cli.common import NON_NEGATIVE, Subcommands, add_command
-from optin.files import prepare_out_dir
+from optin.files import check_out_dir, prepare_out_dir
 
 
 def add_experiment(sub: Subcommands) -> None:
@@ -48,10 +48,13 @@ def add_report(sub: Subcommands) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optin.evaluation.report import build_report
+    from optin.evaluation.report import write_report
+    from optin.evaluation.results import load_results
 
+    check_out_dir(args.out or args.dirs[0], "--out")
+    results = load_results(args.dirs)  # every folder read and checked before --out is made
     out = prepare_out_dir(args.out or args.dirs[0], "--out")
-    print(f"report: {build_report(args.dirs, out)}")
+    print(f"report: {write_report(results, out)}")
     return 0
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from optin.audio.features import FeatureConfig, SpectrogramFrontEnd
+from optin.deploy.budgets import BENCH_MEMORY_BYTES, check_bench_audio, frame_bytes
 from optin.deploy.export import attach_frontend, feature_graph_model, frontend_model, probe_input
 from optin.deploy.flops import conv_flops
 from optin.deploy.graphs import FeatureGraph, FrontEndGraph
@@ -220,10 +221,7 @@ def bench(
     obfuscator, name = _bench_model(model)
     cfg = obfuscator.features
     audio = batch * seconds
-    if round(seconds * cfg.sample_rate) <= cfg.n_fft // 2:
-        raise ConfigError(f"seconds={seconds} is too short for the front-end")
-
-    wave = probe_input("wave", cfg, batch, cfg.frames(round(seconds * cfg.sample_rate)))
+    wave = _bench_wave(obfuscator, batch, seconds)
     with torch_threads(threads):
         runners, described = _runners(obfuscator, chosen, wave, device, threads, calibration)
         if dev.type == "cuda":
@@ -267,6 +265,18 @@ def bench(
         result["backends"] = per_backend
         result["best_backend"] = best
     return result
+
+
+def _bench_wave(obfuscator: Obfuscator, batch: int, seconds: float) -> np.ndarray:
+    """(batch, samples) speech-like waveforms of ``seconds``, refused before they are made when
+    too short for the front-end or over the bench's memory budget."""
+    cfg = obfuscator.features
+    samples = round(seconds * cfg.sample_rate)
+    if samples <= cfg.n_fft // 2:
+        raise ConfigError(f"seconds={seconds} is too short for the front-end")
+    check_bench_audio(batch * samples, batch * cfg.frames(samples),
+                      frame_bytes(obfuscator.network, cfg.n_freq), BENCH_MEMORY_BYTES)
+    return probe_input("wave", cfg, batch, cfg.frames(samples))
 
 
 def _checked_settings(backend: str, device: str, batch: int, repeats: int, warmup: int,

@@ -22,13 +22,13 @@ with ``reset()`` and ``__call__(frames (F, n), valid) -> (F, n)``.
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from optin.deploy.budgets import check_chunk_ms
 from optin.deploy.receptive_field import ReceptiveField
 from optin.deploy.stream_blocks import Block, BlockPlanner
 from optin.deploy.stream_norm import FrontEndStats
@@ -70,8 +70,9 @@ class CausalStreamingObfuscator(StreamingObfuscator):
 
     Args:
         obfuscator: a loaded obfuscator whose network is causal.
-        chunk_ms: the piece of audio a caller pushes at a time (default one 10 ms hop); it
-            sets :meth:`process`'s pieces and the latency, not the result.
+        chunk_ms: the piece of audio a caller pushes at a time (default one 10 ms hop): whole
+            hops up to 10 s, anything else refused (:mod:`optin.deploy.budgets`); it sets
+            :meth:`process`'s pieces and the latency, not the result.
         phase: "input" (overlap-add with the input's phase) or "griffin-lim" (per chunk).
         stepper: runs the network (default: PyTorch).
     """
@@ -89,7 +90,7 @@ class CausalStreamingObfuscator(StreamingObfuscator):
         history = network.config.history
         self.receptive_field = ReceptiveField(left=history, right=network.lookahead, period=1)
         self.planner = BlockPlanner(
-            chunk_frames=max(1, math.ceil(chunk_ms / self.hop_ms - 1e-9)),
+            chunk_frames=check_chunk_ms(chunk_ms, self.hop_ms, "a causal obfuscator's stream"),
             lookahead_frames=network.lookahead,
             window_frames=history + 1 + network.lookahead)  # what one output frame reads
         self._norm = FrontEndStats(self.features.n_freq)  # kept, never asked: no statistics
@@ -186,5 +187,5 @@ def open_stream(obfuscator: Obfuscator, chunk_ms: float | None = None,
                                          griffin_lim_iters, stepper)
     if stepper is not None:
         raise ConfigError("a stepper runs a causal obfuscator; this is the paper's network")
-    return StreamingObfuscator(obfuscator, chunk_ms or 100.0, phase=phase,
+    return StreamingObfuscator(obfuscator, chunk_ms or 120.0, phase=phase,
                                griffin_lim_iters=griffin_lim_iters, **windowed)

@@ -29,6 +29,7 @@ import torch
 
 from optin.audio.features import FeatureConfig
 from optin.deploy.bench import cpu_name, torch_threads
+from optin.deploy.budgets import STREAM_MEMORY_BYTES, check_bench_audio
 from optin.deploy.causal_stream import Stepper, open_stream
 from optin.deploy.export import probe_input
 from optin.deploy.stream_graph import OnnxStepper, export_streaming
@@ -89,10 +90,14 @@ def bench_streaming(model: str | os.PathLike | Obfuscator | None = None, *,
     if not obfuscator.streaming_native:
         if chosen != ["torch"] and backend != "all":
             raise ConfigError("the paper's obfuscator streams in PyTorch only (--backend torch)")
+        if calibration is not None:
+            raise ConfigError("--calibration: applies to a causal obfuscator's int8 stream; "
+                              "the paper's obfuscator streams in PyTorch only, float32")
         chosen = ["torch"]
     if repeats < 1 or seconds <= 0:
         raise ConfigError(f"need repeats >= 1 and seconds > 0, got {repeats}, {seconds}")
     cfg = obfuscator.features
+    check_bench_audio(round(seconds * cfg.sample_rate), 0, 0, STREAM_MEMORY_BYTES, "--seconds")
     wave = probe_input("wave", cfg, 1, cfg.frames(round(seconds * cfg.sample_rate)))[0]
     audio = len(wave) / cfg.sample_rate
     results: dict[str, dict[str, float]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from optin.deploy.budgets import check_chunk_ms, check_window_ms
 from optin.deploy.receptive_field import ReceptiveField
 from optin.errors import ConfigError
 from optin.models.cyclegan_vc2 import DOWNSAMPLE_FACTOR
@@ -57,12 +58,15 @@ class BlockPlanner:
     @classmethod
     def for_network(cls, rf: ReceptiveField, hop_ms: float, chunk_ms: float,
                     window_ms: float | None = None,
-                    lookahead_ms: float | None = None) -> BlockPlanner:
+                    lookahead_ms: float | None = None,
+                    bytes_per_frame: int = 1) -> BlockPlanner:
         """The least geometry that covers the receptive field ``rf`` with chunks of
-        ``chunk_ms`` (rounded up to a multiple of 4 frames); ``window_ms`` and ``lookahead_ms``
-        may ask for more, never less (a lookahead below ``rf.right`` is refused)."""
+        ``chunk_ms`` (whole 4-frame steps); ``window_ms`` may ask for more, in whole steps,
+        within the stream's memory budget at ``bytes_per_frame``
+        (:mod:`optin.deploy.budgets`: anything else is refused, not rounded); ``lookahead_ms``
+        may ask for more (rounded up to 4 frames; below ``rf.right`` it is refused)."""
         q = DOWNSAMPLE_FACTOR
-        chunk = round_up(math.ceil(chunk_ms / hop_ms - 1e-9), q)
+        chunk = q * check_chunk_ms(chunk_ms, q * hop_ms, "the paper's obfuscator")
         lookahead = round_up(rf.right, q)
         if lookahead_ms is not None:
             wanted = math.ceil(lookahead_ms / hop_ms - 1e-9)
@@ -71,9 +75,9 @@ class BlockPlanner:
                     f"lookahead_ms={lookahead_ms} is shorter than the network's receptive "
                     f"field ({rf.right} frames = {rf.right * hop_ms:g} ms ahead)")
             lookahead = round_up(wanted, q)
-        window = minimum = round_up(rf.left, q) + chunk + lookahead
+        window = round_up(rf.left, q) + chunk + lookahead
         if window_ms is not None:
-            window = max(minimum, round_up(math.ceil(window_ms / hop_ms - 1e-9), q))
+            window = check_window_ms(window_ms, window, hop_ms, bytes_per_frame)
         return cls(chunk, lookahead, window)
 
     @property

@@ -5,8 +5,8 @@ little-endian mono PCM on a pipe, or a microphone through the optional ``soundde
 (``optin[live]``); out to an audio file in the format of its suffix
 (:func:`optin.audio.io.output_format`) or raw PCM. Other rates are resampled piece by piece
 (soxr streams); every rate is in the one accepted range (4 kHz to 384 kHz). Options that do not
-apply to the source and output asked for are refused (:func:`check_stream_options`). The
-streaming algorithm itself is :mod:`optin.deploy.streaming`.
+apply to the source and output asked for are refused by the command line's table
+(:mod:`optin.cli.options`). The streaming algorithm itself is :mod:`optin.deploy.streaming`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from optin.audio.io import (
 from optin.checkpoint import checkpoint_files
 from optin.deploy.causal_stream import open_stream
 from optin.deploy.streaming import PhaseMode, StreamError, StreamingObfuscator
-from optin.errors import ConfigError, OptinError
+from optin.errors import OptinError
 from optin.files import atomic_output, prepare_out_file
 from optin.privacy.obfuscator import Obfuscator
 
@@ -258,24 +258,17 @@ def default_phase(obfuscator: Obfuscator) -> PhaseMode:
     return "input" if attribute == "speaker" else "griffin-lim"
 
 
-def check_stream_options(source: str, output: str, rate: int | None = None,
-                         seconds: float | None = None) -> None:
-    """Refuse what does not apply to this source and output, instead of ignoring it:
-    ``seconds`` without the microphone, ``rate`` when both ends are files (they are read and
-    written at the model's rate), a rate out of range, an output suffix optin cannot write.
+def check_stream_options(output: str, rate: int | None = None) -> None:
+    """Refuse a rate out of range and an output suffix optin cannot write. (Whether ``--rate``
+    and ``--seconds`` apply to the source and output asked for is the command line's table,
+    :mod:`optin.cli.options`: ``rate`` is read for raw PCM and the microphone only,
+    ``seconds`` for the microphone only.)
 
     Raises:
-        ConfigError, AudioError: one line naming the option.
+        AudioError: one line naming the option.
     """
-    if seconds is not None and source != "mic":
-        raise ConfigError(f"--seconds: applies to --input mic only (it ends the recording); "
-                          f"--input {source} ends by itself")
     if rate is not None:
         check_sample_rate(rate, "--rate")
-        if source not in ("-", "mic") and output != "-":
-            raise ConfigError(f"--rate: applies to raw PCM (--input -, --output -) and the "
-                              f"microphone; --input {source} and --output {output} are files, "
-                              "read and written at the model's rate")
     if output != "-":
         output_format(output, "--output")
 
@@ -296,7 +289,7 @@ def stream_command(model: str | os.PathLike, source: str = "-", output: str = "-
     (:func:`optin.audio.io.audio_info`) before the stream starts.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
-    check_stream_options(source, output, rate, seconds)
+    check_stream_options(output, rate)
     rate = SAMPLE_RATE if rate is None else rate
     read = [Path(source)] if source not in ("-", "mic") else []
     if output != "-":

@@ -41,7 +41,8 @@ exactly as many samples as went in, sample ``n`` out belonging to sample ``n`` i
 Algorithmic latency (worst case, :attr:`~StreamingObfuscator.latency_samples`): chunk +
 lookahead + one hop (10 ms: the STFT frame reaches half a window ahead and the overlap-add
 needs the next frame), ``(chunk + lookahead + 1) * hop - 1`` samples; 690 ms for the paper's
-obfuscator with 100 ms chunks (rounded up to 120 ms = 12 frames, a multiple of 4).
+obfuscator with its default 120 ms chunks (12 frames: chunks are whole 4-frame steps, and a
+chunk or window that is not is refused rather than rounded: :mod:`optin.deploy.budgets`).
 
 Sources and sinks for ``optin stream`` (files, raw PCM pipes, a microphone) are
 :mod:`optin.deploy.stream_io`. A network built for streaming (causal, each frame computed once,
@@ -65,6 +66,7 @@ import torch
 from torch import Tensor
 
 from optin.audio.features import FeatureConfig, features_to_magnitude, make_window
+from optin.deploy.budgets import frame_bytes
 from optin.deploy.receptive_field import ReceptiveField, receptive_field
 from optin.deploy.stream_blocks import Block, BlockPlanner
 from optin.deploy.stream_norm import FrontEndStats
@@ -130,9 +132,10 @@ class StreamingObfuscator:
 
     Args:
         obfuscator: a loaded :class:`~optin.privacy.obfuscator.Obfuscator`.
-        chunk_ms: frames made final per network run, rounded up to a multiple of 4 frames.
+        chunk_ms: frames made final per network run: whole 4-frame steps (40 ms at a 10 ms
+            hop), up to 10 s; anything else is refused (:mod:`optin.deploy.budgets`).
         window_ms: frames the network sees per run (default and minimum: left context +
-            chunk + lookahead); rounded up to a multiple of 4 frames.
+            chunk + lookahead), whole 4-frame steps within the stream's memory budget.
         lookahead_ms: future frames per run (default and minimum: the receptive field's right
             extent, rounded up to a multiple of 4 frames).
         mean, std: fixed front-end statistics; both or neither (default: running statistics).
@@ -143,7 +146,7 @@ class StreamingObfuscator:
     def __init__(
         self,
         obfuscator: Obfuscator,
-        chunk_ms: float = 100.0,
+        chunk_ms: float = 120.0,
         window_ms: float | None = None,
         lookahead_ms: float | None = None,
         mean: float | None = None,
@@ -155,8 +158,9 @@ class StreamingObfuscator:
         cfg = self.features
         self._norm = FrontEndStats.from_settings(cfg.n_freq, mean, std, cfg.normalize)
         self.receptive_field: ReceptiveField = receptive_field(obfuscator.network)
-        self.planner = BlockPlanner.for_network(self.receptive_field, self.hop_ms, chunk_ms,
-                                                window_ms, lookahead_ms)
+        self.planner = BlockPlanner.for_network(
+            self.receptive_field, self.hop_ms, chunk_ms, window_ms, lookahead_ms,
+            frame_bytes(obfuscator.network, cfg.n_freq))
         self.reset()
 
     def _setup(self, obfuscator: Obfuscator, chunk_ms: float, phase: PhaseMode,
@@ -170,8 +174,6 @@ class StreamingObfuscator:
         if cfg.n_fft != cfg.win_length or cfg.n_fft != 2 * cfg.hop_length:
             raise ConfigError("streaming needs n_fft == win_length == 2 * hop_length, got "
                               f"{cfg.n_fft}, {cfg.win_length}, {cfg.hop_length}")
-        if chunk_ms <= 0:
-            raise ConfigError(f"chunk_ms must be > 0, got {chunk_ms}")
         if phase not in ("input", "griffin-lim"):
             raise ConfigError(f"phase must be 'input' or 'griffin-lim', got {phase!r}")
         if griffin_lim_iters < 1:

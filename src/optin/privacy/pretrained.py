@@ -8,6 +8,15 @@ inside the ``silero-vad`` wheel (offline); ``silero-vad-onnx`` its ONNX twin.
 TorchScript archives are read with ``torch.jit.load``, which restores TorchScript code and tensors
 only (no arbitrary Python objects); optin never calls plain ``torch.load``.
 
+Budgets, checked from the file system before a byte of the model is read: a target may hold at
+most :data:`MAX_TARGET_BYTES` (512 MiB): the file itself, the sizes a TorchScript archive's zip
+directory declares for its entries (a compressed entry can claim far more than the file), and
+for ONNX every external-data file it names, measured with ``os.stat`` (and refused when its
+location leaves the model's folder, is not a regular file, or the claimed range passes its
+end) before ``onnx.load`` reads them. Loading and probing then run in a child process with a
+deadline (:mod:`optin.privacy.probe_process`), so that a model that never returns, crashes
+the interpreter or asks for all the memory there is ends in one line, and Ctrl-C stops it.
+
 An *adapter* turns the model's output into class scores (logits):
 
 * ``logits``: ``model(x) -> (B, K)`` per-utterance logits.
@@ -32,6 +41,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,10 +50,14 @@ from typing import Literal
 
 import onnx
 import torch
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from torch import Tensor, nn
 
 from optin.audio.features import FeatureConfig
+from optin.files import file_problem
 from optin.models.onnx_graph import OnnxGraphModule, UnsupportedOnnxModel
+from optin.models.onnx_limits import format_bytes
+from optin.privacy.probe_process import in_child
 from optin.privacy.target_probe import TargetModelError, checked_output, one_line, probe_target
 
 Adapter = Literal["logits", "frame-logits", "frame-probability", "silero-vad"]
@@ -54,6 +69,7 @@ SILERO_CHUNK = 512  # samples per decision at 16 kHz (32 ms)
 SILERO_CONTEXT = 64  # samples of the previous chunk each call sees
 SILERO_STATE = (2, 128)  # (h/c, hidden) per batch item
 PROBABILITY_FLOOR = 1e-6
+MAX_TARGET_BYTES = 512 << 20  # a target file with what it declares or names (see above)
 
 
 @dataclass(frozen=True)
@@ -94,10 +110,74 @@ def resolve_source(source: str) -> Path:
                                    "(pip install silero-vad)") from err
         return Path(str(files.joinpath(BUILTIN_TARGETS[source])))
     path = Path(source)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "does not exist":
         raise TargetModelError(f"{path}: target model file not found (a TorchScript or ONNX "
                                f"file, or one of {', '.join(BUILTIN_TARGETS)})")
+    if problem:
+        raise TargetModelError(f"{path}: {problem}; a target is a TorchScript or ONNX file")
     return path
+
+
+def _over_budget(path: Path, what: str, size: int) -> TargetModelError:
+    return TargetModelError(f"{path}: {what} {format_bytes(size)}, over the "
+                            f"{format_bytes(MAX_TARGET_BYTES)} budget of a target model")
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a TorchScript archive whose file or declared contents exceed the budget."""
+    size = path.stat().st_size
+    if size > MAX_TARGET_BYTES:
+        raise _over_budget(path, "the file holds", size)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise TargetModelError(f"{path}: not a loadable TorchScript module (a damaged zip "
+                               f"archive: {one_line(err)})") from err
+    if declared > MAX_TARGET_BYTES:
+        raise _over_budget(path, "its archive declares", declared)
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def external_bytes(proto: onnx.ModelProto, path: Path) -> int:
+    """The bytes the external data of an ONNX model (read without it) claims, from the file
+    system; refused when a location leaves the model's folder or a range passes a file's end."""
+    base = path.parent.resolve()
+    total = 0
+    for tensor in _tensors(proto.graph):
+        if not uses_external_data(tensor):
+            continue
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as err:
+            raise TargetModelError(f"{path}: tensor {tensor.name!r}: {err}") from err
+        data = (base / info.location).resolve()
+        if not info.location or not data.is_relative_to(base):
+            raise TargetModelError(f"{path}: tensor {tensor.name!r} names external data "
+                                   f"{info.location!r} outside the model's folder")
+        problem = file_problem(data)
+        if problem:
+            raise TargetModelError(f"{path}: external data {info.location!r} of tensor "
+                                   f"{tensor.name!r} {problem}")
+        size, offset = data.stat().st_size, info.offset or 0
+        length = size - offset if info.length is None else info.length
+        if offset + length > size:
+            raise TargetModelError(f"{path}: tensor {tensor.name!r} claims bytes {offset} to "
+                                   f"{offset + length} of {info.location!r}, which holds {size}")
+        total += length
+    return total
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -115,6 +195,7 @@ def load_module(path: Path) -> nn.Module:
     if not head:
         raise TargetModelError(f"{path}: the target model file is empty")
     if head.startswith(b"PK"):  # a TorchScript archive is a zip file
+        check_archive(path)
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:
@@ -129,8 +210,18 @@ def load_module(path: Path) -> nn.Module:
 
 
 def _load_onnx(path: Path) -> nn.Module:
+    size = path.stat().st_size
+    if size > MAX_TARGET_BYTES:
+        raise _over_budget(path, "the file holds", size)
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+        external = external_bytes(proto, path)
+        if size + external > MAX_TARGET_BYTES:
+            raise _over_budget(path, "the model and its external data hold", size + external)
+        if external:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+    except TargetModelError:
+        raise
     except Exception as err:
         raise TargetModelError(f"{path}: neither a TorchScript archive nor a readable ONNX "
                                f"model ({one_line(err)})") from err
@@ -238,14 +329,17 @@ def load_pretrained_target(spec: TargetSpec | str, sample_rate: int | None = Non
         raise ValueError(f"sample_rate {sample_rate} != features.sample_rate "
                          f"{features.sample_rate}")
     path = resolve_source(spec.source)
-    module = load_module(path)
     name = spec.source if spec.source in BUILTIN_TARGETS else path.name
-    target = PretrainedTarget(module, spec, features.sample_rate, name, file_sha256(path))
-    key = (target.sha256, spec, features.fingerprint())
-    if key not in _PROBED:  # once per file, settings and process
-        probe_target(target, features)
+    sha = file_sha256(path)
+
+    def loaded() -> PretrainedTarget:
+        return PretrainedTarget(load_module(path), spec, features.sample_rate, name, sha)
+
+    key = (sha, spec, features.fingerprint())
+    if key not in _PROBED:  # once per file, settings and process, in a child with a deadline
+        in_child(lambda: probe_target(loaded(), features), spec.source)
         _PROBED.add(key)
-    return target
+    return loaded()
 
 
 _PROBED: set[tuple[str, TargetSpec, str]] = set()
