@@ -43,6 +43,7 @@ from optin.models.xvector import XVector, XVectorConfig
 from optin.settings import StrictConfig
 
 CONFIG_NAME = "config.json"
+CONFIG_BUDGET = 16 * 2**20  # bytes of config.json read (VoxCeleb2's 6,000 speaker names: 0.1 MB)
 WEIGHTS_NAME = "model.safetensors"
 # {field: SHA-256 of its canonical JSON} for every other field of config.json (see seal_config)
 CONFIG_HASHES = "config_sha256"
@@ -114,10 +115,16 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: checkpoint folder does not exist")
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a checkpoint folder)")
+    size = path.stat().st_size
+    if size > CONFIG_BUDGET:
+        raise CheckpointError(f"{path}: {size:,} bytes, over the {CONFIG_BUDGET:,} a "
+                              "checkpoint's config.json may have; not a config optin wrote")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    except RecursionError as err:
+        raise CheckpointError(f"{path}: nested too deeply to be a checkpoint's config") from err
     check_config(path, config)
     return config
 
@@ -339,7 +346,7 @@ def load_model(directory: str | os.PathLike, kind: ModelKind | str,
                               f"{len(classes)} {kind.class_word} names")
     if feats is not None and hasattr(arch, "n_freq"):
         check_bins(directory, arch.n_freq, feats)
-    module = kind.build(arch, config)
+    module = built_to_fit(lambda: kind.build(arch, config), state, directory)
     load_module_state(module, state, directory)
     return LoadedModel(module.to(device).eval(), arch, config, feats,
                        None if attribute is None else str(attribute), classes)
@@ -380,9 +387,30 @@ def check_features(directory: Path, config: dict[str, Any], features: FeatureCon
         )
 
 
-def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: Path) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the folder and the keys."""
-    own = module.state_dict()
+def built_to_fit(build: Callable[[], torch.nn.Module], state: dict[str, Tensor],
+                 where: Path) -> torch.nn.Module:
+    """The module of ``build()``, first built on the meta device (no memory) and compared with
+    ``state``, so that an architecture edited in config.json (a hidden size of 10^12, NaN) is
+    refused before any of it is allocated: its tensors can be no larger than the weights."""
+    try:
+        with torch.device("meta"):
+            shell = build()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"{where / CONFIG_NAME}: the architecture cannot be built "
+                              f"({str(err).splitlines()[0]})") from err
+    check_state_fits(shell.state_dict(), state, where)
+    return build()
+
+
+def check_state_fits(own: dict[str, Tensor], state: dict[str, Tensor], where: Path) -> None:
+    """Refuse weights whose names, shapes or dtypes are not the module's (``own``: its state
+    dict), naming the folder and the first tensors at fault."""
+    wrong_type = sorted(k for k in set(own) & set(state) if own[k].dtype != state[k].dtype)
+    if wrong_type:
+        raise CheckpointError(f"{where}: weights stored as " + ", ".join(
+            f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k in wrong_type[:3])
+            + f"; the architecture holds {str(own[wrong_type[0]].dtype).removeprefix('torch.')}"
+            " (not weights optin wrote; restore the file or retrain)")
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -397,6 +425,12 @@ def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: 
                 f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
         raise CheckpointError(f"{where}: weights do not fit the architecture in config.json ("
                               + "; ".join(parts) + ")")
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, Tensor], where: Path) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the folder and the tensors
+    (names, shapes and dtypes checked first)."""
+    check_state_fits(module.state_dict(), state, where)
     module.load_state_dict(state, strict=True)
 
 

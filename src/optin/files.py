@@ -353,3 +353,13 @@ def _undo(root: Path, tree: set[Path] | None, records: Collection[str]) -> None:
                 p.rmdir()
             else:
                 p.unlink()
+
+
+def not_a_file(path: Path, what: str) -> str:
+    """Why ``path`` (given as ``what``, e.g. "manifest") cannot be read as a file: it is a
+    folder, or something else that is not a regular file, or it does not exist."""
+    if path.is_dir():
+        return f"{what} {path} is a folder, not a file"
+    if path.exists() or path.is_symlink():
+        return f"{what} {path} is not a regular file"
+    return f"{what} {path} does not exist"

@@ -114,8 +114,9 @@ class LogMelFilterbank(nn.Module):
                  f_min: float = 20.0, f_max: float | None = None) -> None:
         super().__init__()
         self.n_mels = n_mels
-        self.register_buffer("weights", mel_matrix(n_freq, sample_rate, n_mels, f_min, f_max),
-                             persistent=False)
+        with torch.device("cpu"):  # a computed constant, also where modules are built on meta
+            weights = mel_matrix(n_freq, sample_rate, n_mels, f_min, f_max)
+        self.register_buffer("weights", weights, persistent=False)
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, F, T) or (F, T) normalised log spectrogram -> (B, M, T) or (M, T) mean-normalised

@@ -129,7 +129,12 @@ _TRAIN = {
     ("train", "templates"): {
         **dict.fromkeys(("manifest", "target", "out", "period", "length_quantum", "steps",
                          "batch_size", "lr", "proximity", "start_noise", "check_every", "seed",
-                         "decider"), ALWAYS),
+                         "decider", "start"), ALWAYS),
+        "target_input": FILE_TARGET, "target_adapter": FILE_TARGET,
+        **dict.fromkeys(("boundary_step", "crossfade", "max_frames"),
+                        ByInput("to frame answers only (rendered frame by frame): refused "
+                                "once the targets are read, when every one answers per "
+                                "utterance")),
         **dict.fromkeys(("student_channels", "student_hidden", "student_layers",
                          "student_steps", "student_lr"), STUDENT)},
     ("train", "obfuscator"): {

@@ -13,7 +13,7 @@
   removed (:func:`optin.files.restored_on_refusal`). What a rerun resumes from is kept.
 
 The names here are those of :mod:`optin.checkpoint`, :mod:`optin.training.records` and the
-batch writers (``tests/cli/test_outputs.py`` checks that they agree); they are spelled out so
+batch writers (``tests/test_cli_outputs.py`` checks that they agree); they are spelled out so
 that this module, which every command goes through, loads no torch.
 """
 

@@ -57,6 +57,9 @@ def _train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+FRAME_ONLY = ("boundary_step", "crossfade", "max_frames")  # options of frame answers only
+
+
 def _add_templates(tsub: Subcommands, training: bool) -> None:
     p = add_command(tsub, "templates", _train_templates,
             "fit the opt-in limit (templates of the permitted answers) or its student: the "
@@ -74,10 +77,16 @@ def _train_templates(args: argparse.Namespace) -> int:
     from optin.training.decision_templates import TemplateTrainConfig, fit_decision_templates
     from optin.training.permitted import load_tasks
 
-    config = TemplateTrainConfig(**settings_given(args, TemplateTrainConfig))
+    given = settings_given(args, TemplateTrainConfig)
+    config = TemplateTrainConfig(**given)
     targets = target_choices_of(args)
     check_out_dir(args.out, "--out")
-    load_tasks(targets)  # every target loaded and probed once before --out is touched
+    tasks = load_tasks(targets)  # every target loaded and probed once before --out is touched
+    framed = [name for name in FRAME_ONLY if name in given]
+    if framed and not any(task.level == "frame" for task in tasks.tasks):
+        raise ConfigError(f"--{framed[0].replace('_', '-')}: applies only to a target with "
+                          "frame answers (e.g. silero-vad); every target here answers per "
+                          "utterance")
     prepare_out_dir(args.out, "--out")
     final = fit_decision_templates(args.manifest, targets, args.out, config,
                                    progress=not args.quiet)

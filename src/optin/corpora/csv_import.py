@@ -15,6 +15,7 @@ from pathlib import Path, PurePath
 from optin.corpora.importing import ImportReport, OnError, finish_import
 from optin.corpora.manifest import Manifest, ManifestError, read_csv_table
 from optin.corpora.splits import Protocol, assign_split
+from optin.files import not_a_file
 
 GENDERS: dict[str, str] = {"f": "female", "female": "female", "m": "male", "male": "male"}
 
@@ -31,7 +32,7 @@ def read_mapped_csv(src_csv: str | os.PathLike, columns: dict[str, str] | None =
     """
     src_csv = Path(src_csv)
     if not src_csv.is_file():
-        raise ManifestError(f"CSV file {src_csv} does not exist")
+        raise ManifestError(not_a_file(src_csv, "CSV file"))
     header, numbered = read_csv_table(src_csv, "CSV file")
     if not header:
         raise ManifestError(f"CSV file {src_csv} is empty: expected a header row")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optin.errors import OptinError
-from optin.files import atomic_output
+from optin.files import atomic_output, not_a_file
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "path", "speaker")
 KNOWN_COLUMNS: tuple[str, ...] = (
@@ -81,7 +81,7 @@ class Manifest:
         """
         path = Path(path)
         if not path.is_file():
-            raise ManifestError(f"manifest {path} does not exist")
+            raise ManifestError(not_a_file(path, "manifest"))
         header, lines = read_csv_table(path, "manifest")
         if not header:
             raise ManifestError(f"manifest {path} is empty: expected a header row with "

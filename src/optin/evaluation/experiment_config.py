@@ -29,6 +29,7 @@ from optin.evaluation.attacker_families import (
     AttackerSettings,
 )
 from optin.evaluation.systems import SYSTEMS
+from optin.files import not_a_file
 from optin.privacy.pretrained import BUILTIN_TARGETS, TargetSpec
 from optin.settings import FileName, OneOf, Rule, Setting, at_least, check_options, settings_of
 from optin.training.classifier import (
@@ -197,7 +198,7 @@ class ExperimentConfig:
     def read(cls, path: str | os.PathLike) -> ExperimentConfig:
         path = Path(path)
         if not path.is_file():
-            raise ExperimentError(f"experiment config {path} does not exist")
+            raise ExperimentError(not_a_file(path, "experiment config"))
         try:
             data = yaml.load(path.read_text(), Loader=StrictLoader)
         except DuplicateKeyError as err:
