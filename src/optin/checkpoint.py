@@ -389,9 +389,8 @@ def check_features(directory: Path, config: dict[str, Any], features: FeatureCon
 
 def built_to_fit(build: Callable[[], torch.nn.Module], state: dict[str, Tensor],
                  where: Path) -> torch.nn.Module:
-    """The module of ``build()``, first built on the meta device (no memory) and compared with
-    ``state``, so that an architecture edited in config.json (a hidden size of 10^12, NaN) is
-    refused before any of it is allocated: its tensors can be no larger than the weights."""
+    """``build()``, first on the meta device (no memory) and compared with ``state``: an edited
+    architecture (a hidden size of 10^12, NaN) is refused before any of it is allocated."""
     try:
         with torch.device("meta"):
             shell = build()
@@ -405,12 +404,11 @@ def built_to_fit(build: Callable[[], torch.nn.Module], state: dict[str, Tensor],
 def check_state_fits(own: dict[str, Tensor], state: dict[str, Tensor], where: Path) -> None:
     """Refuse weights whose names, shapes or dtypes are not the module's (``own``: its state
     dict), naming the folder and the first tensors at fault."""
-    wrong_type = sorted(k for k in set(own) & set(state) if own[k].dtype != state[k].dtype)
-    if wrong_type:
+    if wrong := sorted(k for k in set(own) & set(state) if own[k].dtype != state[k].dtype):
         raise CheckpointError(f"{where}: weights stored as " + ", ".join(
-            f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k in wrong_type[:3])
-            + f"; the architecture holds {str(own[wrong_type[0]].dtype).removeprefix('torch.')}"
-            " (not weights optin wrote; restore the file or retrain)")
+            f"{k} {str(state[k].dtype).removeprefix('torch.')}" for k in wrong[:3])
+            + f"; the architecture holds {str(own[wrong[0]].dtype).removeprefix('torch.')} "
+            "(not weights optin wrote; restore the file or retrain)")
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
