@@ -59,6 +59,7 @@ from optin.training.template_answers import SplitAnswers, collect_answers
 from optin.training.template_fit import (
     Hearing,
     RenderedFit,
+    Selection,
     grid_plans,
     optimise_rendered,
     plans_of_answers,
@@ -215,8 +216,7 @@ def optimise_templates(protector: DecisionTemplateProtector, start: Tensor,
         protector.templates.copy_(start)
     protector.eval()
     optimiser = torch.optim.Adam([protector.templates], lr=cfg.lr)
-    best: dict[str, Any] = {"grid_agreement": -1.0}
-    chosen = start.clone()
+    selection = Selection(start)
     for step in range(1, cfg.steps + 1):
         joint = torch.randint(n_joint, (cfg.batch_size,), generator=generator)
         offsets = torch.randint(start.shape[2], (cfg.batch_size,), generator=generator)
@@ -231,16 +231,8 @@ def optimise_templates(protector: DecisionTemplateProtector, start: Tensor,
         (l_t + cfg.proximity * pull).backward()
         optimiser.step()
         if step % cfg.check_every == 0 or step == cfg.steps:
-            record = {"step": step, "target_loss": round(l_t.item(), 6),
-                      "proximity": round(pull.item(), 6),
-                      "grid_agreement": grid_agreement(protector)}
-            if on_check is not None:
-                on_check(record)
-            if record["grid_agreement"] >= best["grid_agreement"]:
-                best, chosen = record, protector.templates.detach().clone()
-    with torch.no_grad():
-        protector.templates.copy_(chosen)
-    return best
+            selection.check(protector, step, l_t, pull, grid_agreement(protector), on_check)
+    return selection.keep(protector)
 
 
 def answer_task(task: PermittedTask, n_classes: int) -> AnswerTask:

@@ -180,8 +180,7 @@ def optimise_rendered(protector: DecisionTemplateProtector, start: Tensor, hear:
     # Adam's steps are absolute: in units of the start's own scale, the same lr serves
     # normalised features (std 1) and audio at -25 dBFS (std 0.06)
     optimiser = torch.optim.Adam([protector.templates], lr=settings.lr * float(scale))
-    best: dict[str, Any] = {"grid_agreement": -1.0}
-    chosen = start.clone()
+    selection = Selection(start)
     for step in range(1, settings.steps + 1):
         plans = draw(generator)
         l_t = plan_loss(protector, hear, plans)
@@ -192,16 +191,9 @@ def optimise_rendered(protector: DecisionTemplateProtector, start: Tensor, hear:
             protector.templates.grad[silent] = 0  # type: ignore[index]
         optimiser.step()
         if step % settings.check_every == 0 or step == settings.steps:
-            record = {"step": step, "target_loss": round(l_t.item(), 6),
-                      "proximity": round(pull.item(), 6),
-                      "grid_agreement": plan_agreement(protector, hear, checks)}
-            if on_check is not None:
-                on_check(record)
-            if record["grid_agreement"] >= best["grid_agreement"]:
-                best, chosen = record, protector.templates.detach().clone()
-    with torch.no_grad():
-        protector.templates.copy_(chosen)
-    return best
+            selection.check(protector, step, l_t, pull,
+                            plan_agreement(protector, hear, checks), on_check)
+    return selection.keep(protector)
 
 
 def uniform_draw(protector: DecisionTemplateProtector, batch: int
@@ -234,3 +226,27 @@ def grid_plans(protector: DecisionTemplateProtector) -> list[Plan]:
     joint = [j for j in range(n_joint) for _ in range(MAX_QUANTA)]
     quanta = [n for _ in range(n_joint) for n in range(1, MAX_QUANTA + 1)]
     return joint_plans(protector, joint, quanta)
+
+
+class Selection:
+    """The selection rule of both template fits: every check is recorded, and the latest
+    templates with the best grid agreement are kept (the start until the first check)."""
+
+    def __init__(self, start: Tensor) -> None:
+        self.best: dict[str, Any] = {"grid_agreement": -1.0}
+        self.chosen = start.clone()
+
+    def check(self, protector: DecisionTemplateProtector, step: int, l_t: Tensor, pull: Tensor,
+              agreement: float, on_check: Callable[[dict[str, Any]], None] | None) -> None:
+        record = {"step": step, "target_loss": round(l_t.item(), 6),
+                  "proximity": round(pull.item(), 6), "grid_agreement": agreement}
+        if on_check is not None:
+            on_check(record)
+        if record["grid_agreement"] >= self.best["grid_agreement"]:
+            self.best, self.chosen = record, protector.templates.detach().clone()
+
+    def keep(self, protector: DecisionTemplateProtector) -> dict[str, Any]:
+        """Put the chosen templates back; the selected check's record."""
+        with torch.no_grad():
+            protector.templates.copy_(self.chosen)
+        return self.best
